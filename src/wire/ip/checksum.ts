@@ -47,9 +47,14 @@ export function checksum(bytes: Uint8Array, off: number, len: number): number {
  *
  * `delta` is the sum of `~old` and `new` over every changed 16-bit word (see {@link wordDelta}).
  * `HC' = ~(~HC + ~m + m')`.
+ *
+ * Eqn. 3 yields 0x0000 when the covered data sums to one's-complement zero. If the data is all
+ * zeros (an all-zero ICMP echo reply whose identifier is rewritten to 0), only 0xffff verifies;
+ * otherwise both do. So 0x0000 is never returned, which also satisfies UDP (RFC 768: a computed
+ * zero is sent as all ones).
  */
 export function adjust(fieldValue: number, delta: number): number {
-  return ~fold((~fieldValue & 0xffff) + delta) & 0xffff;
+  return ~fold((~fieldValue & 0xffff) + delta) & 0xffff || 0xffff;
 }
 
 /** `~old + new` for one 16-bit word, for {@link adjust}. */

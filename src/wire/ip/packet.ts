@@ -434,8 +434,7 @@ export class IpPacket {
       const cur = (this.buf[at]! << 8) | this.buf[at + 1]!;
       // IPv4 UDP checksum 0 means "none" (RFC 768) and stays none.
       if (cur === 0 && this.version === 4) return;
-      let next = adjust(cur, delta);
-      if (next === 0) next = 0xffff; // RFC 768: a computed 0 is sent as all ones
+      const next = adjust(cur, delta); // never 0, as RFC 768 requires
       this.buf[at] = next >> 8;
       this.buf[at + 1] = next;
       return;

@@ -50,6 +50,14 @@ describe('internet checksum', () => {
     );
   });
 
+  it('gives all ones, never zero, when the covered data is all zeros (RFC 1624 §3)', () => {
+    const data = new Uint8Array(8);
+    const field = checksum(data, 0, 8);
+    expect(field).toBe(0xffff);
+    expect(adjust(field, wordDelta(0, 0))).toBe(0xffff);
+    expect(fold(sumWords(data, 0, 8) + adjust(field, wordDelta(0, 0)))).toBe(0xffff);
+  });
+
   it('computes the word delta used for single-field updates', () => {
     expect(adjust(checksumOf([0x1111]), wordDelta(0x1111, 0x2222))).toBe(checksumOf([0x2222]));
   });
