@@ -6,7 +6,8 @@ export type LogLevel = (typeof LOG_LEVELS)[number] | 'off';
 /**
  * A log filter in the syntax of Rust's `RUST_LOG` (tracing `EnvFilter`), which operators of the
  * official gateway already use: comma-separated directives, each a level (`info`) or
- * `target=level` (`portal=debug`). A bare target means `trace` for it.
+ * `target=level` (`portal=debug`). Unlike tracing, a bare word must be a level: a bare target
+ * (`trace` for that target in Rust) is far more often a typo such as `dbug`, so it is refused.
  *
  * Targets are this gateway's component names (`portal`, `router`, ...). Directives for other
  * targets (Rust crate names such as `firezone_gateway` or `snownet` in an existing RUST_LOG) are
@@ -36,9 +37,8 @@ export function parseLogFilter(text: string): Result<LogFilter, string> {
     const eq = d.lastIndexOf('=');
     if (eq === -1) {
       const l = asLevel(d);
-      if (l) level = l;
-      else if (/^[A-Za-z_][\w:-]*$/.test(d)) targets.set(d, 'trace');
-      else return { ok: false, error: badDirective(d) };
+      if (!l) return { ok: false, error: badDirective(d) };
+      level = l;
       continue;
     }
     // Span/field selectors (`target[span{f=v}]=level`) are a Rust feature we do not have: keep

@@ -63,7 +63,11 @@ export async function main(ctx: MainContext): Promise<number> {
     const addr = opts.healthCheckAddr;
     try {
       health = await startHealthServer(addr.host, addr.port);
-      log.info({ addr: formatSocketAddress(addr) }, 'Health check listening');
+      const bound = health.address;
+      log.info(
+        { addr: formatSocketAddress({ host: bound.address, port: bound.port, family: addr.family }) },
+        'Health check listening',
+      );
     } catch (e) {
       // The reference ignores this silently; we say it, and keep the data plane running.
       log.error(
