@@ -1,3 +1,4 @@
+import { readU16, writeU16 } from '../bytes.js';
 import type { Result } from '../result.js';
 import { finish, sumWords } from './checksum.js';
 import {
@@ -95,8 +96,7 @@ export function buildUnreachable(
     const i = outOff + IPV4_MIN_HEADER_BYTES;
     out.fill(0, outOff, outOff + IPV4_MIN_HEADER_BYTES + ICMP_HEADER_BYTES);
     out[outOff] = 0x45;
-    out[outOff + 2] = total >> 8;
-    out[outOff + 3] = total;
+    writeU16(out, outOff + 2, total);
     out[outOff + 6] = IPV4_FLAG_DF >> 8;
     out[outOff + 8] = ICMP_ERROR_TTL;
     out[outOff + 9] = IPPROTO_ICMP;
@@ -106,11 +106,9 @@ export function buildUnreachable(
     out[i + 1] = reason === 'prohibited' ? ICMPV4_CODE_ADMIN_PROHIBITED : ICMPV4_CODE_NET_UNREACHABLE;
     out.set(b.subarray(o, o + quote), i + ICMP_HEADER_BYTES);
     const ic = finish(sumWords(out, i, ICMP_HEADER_BYTES + quote));
-    out[i + 2] = ic >> 8;
-    out[i + 3] = ic;
+    writeU16(out, i + 2, ic);
     const hc = finish(sumWords(out, outOff, IPV4_MIN_HEADER_BYTES));
-    out[outOff + 10] = hc >> 8;
-    out[outOff + 11] = hc;
+    writeU16(out, outOff + 10, hc);
     return total;
   }
   const quote = Math.min(original.length, ICMPV6_ERROR_MAX_QUOTE_BYTES);
@@ -118,8 +116,7 @@ export function buildUnreachable(
   const i = outOff + IPV6_HEADER_BYTES;
   out.fill(0, outOff, outOff + IPV6_HEADER_BYTES + ICMP_HEADER_BYTES);
   out[outOff] = 0x60;
-  out[outOff + 4] = payload >> 8;
-  out[outOff + 5] = payload;
+  writeU16(out, outOff + 4, payload);
   out[outOff + 6] = IPPROTO_ICMPV6;
   out[outOff + 7] = ICMP_ERROR_TTL;
   out.set(b.subarray(o + 24, o + 40), outOff + 8);
@@ -131,8 +128,7 @@ export function buildUnreachable(
   let acc = sumWords(out, outOff + 8, 32);
   acc += payload + IPPROTO_ICMPV6;
   const c = finish(sumWords(out, i, payload, acc));
-  out[i + 2] = c >> 8;
-  out[i + 3] = c;
+  writeU16(out, i + 2, c);
   return IPV6_HEADER_BYTES + payload;
 }
 
@@ -271,15 +267,15 @@ export function readIcmpError(p: IpPacket, out: IcmpErrorInfo): IpError | undefi
   out.quotedL4Offset = at;
   const avail = end - at;
   if ((proto === IPPROTO_TCP || proto === IPPROTO_UDP) && avail >= 4) {
-    out.quotedSrcPort = (b[at]! << 8) | b[at + 1]!;
-    out.quotedDstPort = (b[at + 2]! << 8) | b[at + 3]!;
+    out.quotedSrcPort = readU16(b, at);
+    out.quotedDstPort = readU16(b, at + 2);
   } else if (
     proto === (p.version === 4 ? IPPROTO_ICMP : IPPROTO_ICMPV6) &&
     avail >= ICMP_HEADER_BYTES &&
     b[at + 1] === 0 &&
     isEchoType(p.version, b[at]!)
   ) {
-    out.quotedEchoId = (b[at + 4]! << 8) | b[at + 5]!;
+    out.quotedEchoId = readU16(b, at + 4);
   }
   return undefined;
 }

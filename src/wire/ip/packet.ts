@@ -1,3 +1,4 @@
+import { readU16, writeU16 } from '../bytes.js';
 import type { Result } from '../result.js';
 import { adjust, finish, rangeDelta, sumWords, wordDelta } from './checksum.js';
 import {
@@ -108,10 +109,10 @@ export class IpPacket {
     if (len < IPV4_MIN_HEADER_BYTES) return IP_ERRORS['ipv4.truncated'];
     const ihl = (b[o]! & 0x0f) * 4;
     if (ihl < IPV4_MIN_HEADER_BYTES || ihl > len) return IP_ERRORS['ipv4.bad-ihl'];
-    const total = (b[o + 2]! << 8) | b[o + 3]!;
+    const total = readU16(b, o + 2);
     if (total > MAX_IP_PACKET_BYTES) return IP_ERRORS['ip.too-large'];
     if (total < ihl || total > len) return IP_ERRORS['ipv4.bad-total-length'];
-    const frag = (b[o + 6]! << 8) | b[o + 7]!;
+    const frag = readU16(b, o + 6);
     if ((frag & IPV4_FLAG_MF) !== 0 || (frag & IPV4_FRAG_OFFSET_MASK) !== 0) return IP_ERRORS['ip.fragment'];
     if (finish(sumWords(b, o, ihl)) !== 0) return IP_ERRORS['ipv4.bad-header-checksum'];
     this.length = total;
@@ -135,7 +136,7 @@ export class IpPacket {
     this.version = 6;
     if (len < IPV6_HEADER_BYTES) return IP_ERRORS['ipv6.truncated'];
     // A payload length of 0 means an empty payload: jumbograms (RFC 2675) cannot fit in 1280 bytes.
-    const total = IPV6_HEADER_BYTES + ((b[o + 4]! << 8) | b[o + 5]!);
+    const total = IPV6_HEADER_BYTES + readU16(b, o + 4);
     if (total > MAX_IP_PACKET_BYTES) return IP_ERRORS['ip.too-large'];
     if (total > len) return IP_ERRORS['ipv6.truncated'];
     this.length = total;
@@ -150,7 +151,7 @@ export class IpPacket {
         extLen = (b[o + at + 1]! + 1) * 8;
       } else if (nh === IPPROTO_FRAGMENT) {
         if (at + 8 > total) return IP_ERRORS['ipv6.bad-extension-header'];
-        const fo = (b[o + at + 2]! << 8) | b[o + at + 3]!;
+        const fo = readU16(b, o + at + 2);
         // Offset (upper 13 bits) or M flag (bit 0) set: a real fragment. An atomic fragment
         // (both zero, RFC 6946) is a whole packet and is parsed through.
         if ((fo & 0xfff9) !== 0) return IP_ERRORS['ip.fragment'];
@@ -183,7 +184,7 @@ export class IpPacket {
         if (n < UDP_HEADER_BYTES) error = IP_ERRORS['udp.truncated'];
         // Stricter than the reference (which accepted 0 and any smaller value): the UDP length
         // must cover exactly the IP payload, so checksums and NAT never see stray bytes.
-        else if (((b[l4 + 4]! << 8) | b[l4 + 5]!) !== n) error = IP_ERRORS['udp.bad-length'];
+        else if (readU16(b, l4 + 4) !== n) error = IP_ERRORS['udp.bad-length'];
         break;
       case IPPROTO_TCP: {
         if (n < TCP_MIN_HEADER_BYTES) {
@@ -271,12 +272,12 @@ export class IpPacket {
 
   get srcPort(): number | undefined {
     if (this.protocol !== IPPROTO_TCP && this.protocol !== IPPROTO_UDP) return undefined;
-    return (this.buf[this.l4Offset]! << 8) | this.buf[this.l4Offset + 1]!;
+    return readU16(this.buf, this.l4Offset);
   }
 
   get dstPort(): number | undefined {
     if (this.protocol !== IPPROTO_TCP && this.protocol !== IPPROTO_UDP) return undefined;
-    return (this.buf[this.l4Offset + 2]! << 8) | this.buf[this.l4Offset + 3]!;
+    return readU16(this.buf, this.l4Offset + 2);
   }
 
   /** TCP flags byte (FIN, SYN, RST, ...); `undefined` for other protocols. */
@@ -304,7 +305,7 @@ export class IpPacket {
   /** Echo identifier of an echo request/reply (code 0). */
   get echoId(): number | undefined {
     if (!this.isEcho) return undefined;
-    return (this.buf[this.l4Offset + 4]! << 8) | this.buf[this.l4Offset + 5]!;
+    return readU16(this.buf, this.l4Offset + 4);
   }
 
   /**
@@ -361,9 +362,8 @@ export class IpPacket {
   private setL4Word(rel: number, value: number): IpError | undefined {
     if (this.protocol !== IPPROTO_TCP && this.protocol !== IPPROTO_UDP) return IP_ERRORS['ip.no-ports'];
     const at = this.l4Offset + rel;
-    const old = (this.buf[at]! << 8) | this.buf[at + 1]!;
-    this.buf[at] = value >> 8;
-    this.buf[at + 1] = value;
+    const old = readU16(this.buf, at);
+    writeU16(this.buf, at, value);
     this.adjustPseudoHeaderChecksum(wordDelta(old, value));
     return undefined;
   }
@@ -372,9 +372,8 @@ export class IpPacket {
   setEchoId(id: number): IpError | undefined {
     if (!this.isEcho) return IP_ERRORS['ip.not-echo'];
     const at = this.l4Offset + 4;
-    const old = (this.buf[at]! << 8) | this.buf[at + 1]!;
-    this.buf[at] = id >> 8;
-    this.buf[at + 1] = id;
+    const old = readU16(this.buf, at);
+    writeU16(this.buf, at, id);
     this.adjustField(this.l4Offset + 2, wordDelta(old, id));
     return undefined;
   }
@@ -417,9 +416,9 @@ export class IpPacket {
     const b = this.buf;
     const o = this.off;
     if (this.version === 4) {
-      const oldWord = (b[o]! << 8) | b[o + 1]!;
+      const oldWord = readU16(b, o);
       b[o + 1] = b[o + 1]! | ECN_CE;
-      this.adjustField(o + 10, wordDelta(oldWord, (b[o]! << 8) | b[o + 1]!));
+      this.adjustField(o + 10, wordDelta(oldWord, readU16(b, o)));
     } else {
       // The IPv6 traffic class is covered by no checksum.
       b[o + 1] = b[o + 1]! | (ECN_CE << 4);
@@ -431,12 +430,11 @@ export class IpPacket {
     const at = this.l4ChecksumOffset();
     if (at < 0) return;
     if (this.protocol === IPPROTO_UDP) {
-      const cur = (this.buf[at]! << 8) | this.buf[at + 1]!;
+      const cur = readU16(this.buf, at);
       // IPv4 UDP checksum 0 means "none" (RFC 768) and stays none.
       if (cur === 0 && this.version === 4) return;
       const next = adjust(cur, delta); // never 0, as RFC 768 requires
-      this.buf[at] = next >> 8;
-      this.buf[at + 1] = next;
+      writeU16(this.buf, at, next);
       return;
     }
     if (this.protocol === IPPROTO_ICMP) return; // no pseudo-header
@@ -459,9 +457,8 @@ export class IpPacket {
   }
 
   private adjustField(at: number, delta: number): void {
-    const next = adjust((this.buf[at]! << 8) | this.buf[at + 1]!, delta);
-    this.buf[at] = next >> 8;
-    this.buf[at + 1] = next;
+    const next = adjust(readU16(this.buf, at), delta);
+    writeU16(this.buf, at, next);
   }
 }
 
@@ -491,8 +488,7 @@ export function recomputeChecksums(p: IpPacket): void {
     const base = p.protocol === IPPROTO_ICMP ? 0 : pseudoHeaderSum(p);
     let c = finish(sumWords(b, p.l4Offset, p.l4Length, base));
     if (c === 0 && p.protocol === IPPROTO_UDP) c = 0xffff;
-    b[at] = c >> 8;
-    b[at + 1] = c;
+    writeU16(b, at, c);
   }
   if (p.version === 4) {
     const o = p.off;
@@ -500,7 +496,6 @@ export function recomputeChecksums(p: IpPacket): void {
     b[o + 10] = 0;
     b[o + 11] = 0;
     const c = finish(sumWords(b, o, ihl));
-    b[o + 10] = c >> 8;
-    b[o + 11] = c;
+    writeU16(b, o + 10, c);
   }
 }
