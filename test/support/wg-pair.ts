@@ -50,9 +50,9 @@ export class WgPair {
   constructor(opts: {
     profileA: TimerProfile;
     profileB: TimerProfile;
-    psk?: Uint8Array;
+    psk?: Uint8Array | undefined;
     seed?: number;
-    pskB?: Uint8Array;
+    pskB?: Uint8Array | undefined;
   }) {
     const rnd = seededRandom(opts.seed ?? 1);
     const mk = (name: string, ip: number[]): Side => ({
