@@ -1,4 +1,5 @@
 import { chacha20poly1305, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { x25519 } from '@noble/curves/ed25519.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { CONSTRUCTION, IDENTIFIER } from '../../../../src/wire/wireguard/constants.js';
@@ -60,6 +61,22 @@ describe('WireGuard primitives', () => {
     const priv = b64('2KDM1ZWnNx3S4j/iTaBUJvsuHWsL1XPMJCLnZrkdIlg=');
     expect(Buffer.from(publicKeyOf(priv)).toString('base64')).toBe(
       '05Tf9gHlf61OhU6kTBKQdjg44sL9cMJyCs/EqSsSK0k=',
+    );
+  });
+
+  it('agrees with @noble/curves X25519 on any keys', () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: 32, maxLength: 32 }),
+        fc.uint8Array({ minLength: 32, maxLength: 32 }),
+        (a, b) => {
+          const priv = clampPrivateKey(a);
+          const pub = publicKeyOf(clampPrivateKey(b));
+          expect(hex(publicKeyOf(priv))).toBe(hex(x25519.getPublicKey(priv)));
+          expect(hex(dh(priv, pub)!)).toBe(hex(x25519.getSharedSecret(priv, pub)));
+        },
+      ),
+      { numRuns: Math.min(PROPERTY_RUNS, 300) },
     );
   });
 
