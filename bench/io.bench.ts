@@ -14,8 +14,7 @@
  *
  *   sudo npx tsx bench/io.bench.ts
  */
-import { type ChildProcess, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import type { PacketBatch } from '../src/io/packet-batch.js';
@@ -24,6 +23,7 @@ import { openUdp, type UdpSocket, type UdpStrategy } from '../src/io/udp.js';
 import { parseIp } from '../src/wire/ip/address.js';
 import { FIREZONE_FWMARK, FIREZONE_TABLE } from '../src/wire/netlink/constants.js';
 import { inNetns } from '../test/e2e/io/netns-thread.js';
+import { Netns } from '../test/support/netns.js';
 import { type BenchResult, consume, report } from './harness.js';
 
 const WARMUP_MS = 300;
@@ -43,31 +43,6 @@ interface PeerSpec {
   readonly size: number;
   readonly seconds: number;
   readonly bind?: string;
-}
-
-/**
- * A namespace of this benchmark. Not `test/support/netns.ts`: test runs remove every `fzt-`
- * namespace they find as stale, which would pull the floor from under a concurrent benchmark.
- */
-class BenchNetns {
-  readonly name = `fzb-io-${randomBytes(3).toString('hex')}`;
-  private readonly children: ChildProcess[] = [];
-
-  constructor() {
-    execFileSync('ip', ['netns', 'add', this.name]);
-    execFileSync('ip', ['-n', this.name, 'link', 'set', 'lo', 'up']);
-  }
-
-  spawn(cmd: string, args: string[], opts: SpawnOptions): ChildProcess {
-    const child = spawn('ip', ['netns', 'exec', this.name, cmd, ...args], opts);
-    this.children.push(child);
-    return child;
-  }
-
-  destroy(): void {
-    for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-    execFileSync('ip', ['netns', 'del', this.name]);
-  }
 }
 
 // --- Child processes -----------------------------------------------------------------------
@@ -109,7 +84,7 @@ async function sink(spec: PeerSpec): Promise<void> {
   await socket.close();
 }
 
-function startPeer(ns: BenchNetns, mode: '--generator' | '--sink', spec: PeerSpec): ChildProcess {
+function startPeer(ns: Netns, mode: '--generator' | '--sink', spec: PeerSpec): ChildProcess {
   return ns.spawn(process.execPath, ['--import', 'tsx', SELF, mode, JSON.stringify(spec)], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -185,7 +160,7 @@ const TUN_PACKET_BYTES = [64, 1280];
 const UDP_PAYLOAD_BYTES = [64, 1316];
 
 async function benchTun(results: BenchResult[]): Promise<void> {
-  const ns = new BenchNetns();
+  const ns = Netns.create('io', 'fzb');
   try {
     const tun = await inNetns(ns.name, () => openTun({ name: 'tun-bench' }));
     await tun.configure({
@@ -265,7 +240,7 @@ async function sampleTwo(a: () => number, b: () => number): Promise<[number[], n
   return [aRates, bRates];
 }
 
-async function benchUdpReceive(results: BenchResult[], strategy: UdpStrategy, ns: BenchNetns): Promise<void> {
+async function benchUdpReceive(results: BenchResult[], strategy: UdpStrategy, ns: Netns): Promise<void> {
   for (const size of UDP_PAYLOAD_BYTES) {
     const socket: UdpSocket = await inNetns(ns.name, () =>
       openUdp({ family: 4, strategy, address: '127.0.0.1' }),
@@ -290,7 +265,7 @@ async function benchUdpReceive(results: BenchResult[], strategy: UdpStrategy, ns
   }
 }
 
-async function benchUdpSend(results: BenchResult[], strategy: UdpStrategy, ns: BenchNetns): Promise<void> {
+async function benchUdpSend(results: BenchResult[], strategy: UdpStrategy, ns: Netns): Promise<void> {
   const port = 40_000;
   for (const size of UDP_PAYLOAD_BYTES) {
     const sinkSeconds = (WARMUP_MS + MEASURE_MS) / 1000 + 0.5;
@@ -335,7 +310,7 @@ async function main(): Promise<void> {
   const started = performance.now();
   const results: BenchResult[] = [];
   await benchTun(results);
-  const ns = new BenchNetns();
+  const ns = Netns.create('io', 'fzb');
   try {
     for (const strategy of ['mmsg', 'dgram'] as const) await benchUdpReceive(results, strategy, ns);
     for (const strategy of ['mmsg', 'dgram'] as const) await benchUdpSend(results, strategy, ns);

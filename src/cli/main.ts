@@ -1,9 +1,11 @@
 import { arch, platform, release } from 'node:os';
 import { exitCodeFor, GatewayError } from '../errors.js';
 import { type HealthServer, startHealthServer } from '../io/health.js';
+import { openTun, type TunDevice } from '../io/tun.js';
+import { openTunnelSockets, type TunnelSockets } from '../io/tunnel-sockets.js';
 import { resolveGatewayId } from './gateway-id.js';
 import { raiseSocketBufferLimits } from './kernel-buffers.js';
-import { createLogger, type Logger } from './logging.js';
+import { componentLogger, createLogger, type Logger } from './logging.js';
 import { type CliOutput, type Env, parseCli } from './options.js';
 import { hasNecessaryPermissions, PERMISSION_MESSAGE } from './permissions.js';
 import { formatSocketAddress } from './socket-address.js';
@@ -28,7 +30,8 @@ export interface MainContext {
 /**
  * The startup sequence of `spec/portal-protocol.md` §6.2, as far as this build has it:
  * parse → permission check → logging → portal URL / config check → kernel buffers → gateway ID
- * → health check → run until a signal. Returns the exit code.
+ * → TUN device and tunnel sockets → health check → run until a signal. Returns the exit code.
+ * Shutdown closes the TUN device, so `tun-firezone` disappears with the process.
  */
 export async function main(ctx: MainContext): Promise<number> {
   const parsed = parseCli(ctx.argv, ctx.env, ctx.out);
@@ -42,11 +45,20 @@ export async function main(ctx: MainContext): Promise<number> {
 
   const log = ctx.logger ?? createLogger(opts.logFilter);
   log.info(
-    { version: GATEWAY_VERSION, arch: arch(), os: platform(), kernel: release(), node: process.version },
+    {
+      version: GATEWAY_VERSION,
+      arch: arch(),
+      os: platform(),
+      kernel: release(),
+      node: process.version,
+      threadpool: process.env.UV_THREADPOOL_SIZE ?? 'default',
+    },
     'firezone-gateway started',
   );
 
   let health: HealthServer | undefined;
+  let tun: TunDevice | undefined;
+  let sockets: TunnelSockets | undefined;
   try {
     const standalone = opts.config !== undefined;
     if (standalone) {
@@ -60,6 +72,12 @@ export async function main(ctx: MainContext): Promise<number> {
       const gid = await resolveGatewayId(opts.firezoneId, ctx.gatewayIdPath);
       log.info({ source: gid.source }, 'Gateway ID determined');
     }
+    // Created at startup and configured later (portal `init`, or the policy file); the router
+    // attaches to the device and the sockets.
+    tun = await openTun({ logger: componentLogger(log, opts.logFilter, 'tun') });
+    log.info({ name: tun.name, mtu: tun.mtu }, 'TUN device created');
+    sockets = await openTunnelSockets(componentLogger(log, opts.logFilter, 'udp'));
+    log.info({ ipv4Port: sockets.v4?.localPort, ipv6Port: sockets.v6?.localPort }, 'Tunnel sockets bound');
     const addr = opts.healthCheckAddr;
     try {
       health = await startHealthServer(addr.host, addr.port);
@@ -87,6 +105,8 @@ export async function main(ctx: MainContext): Promise<number> {
     throw e;
   } finally {
     await health?.close();
+    await sockets?.close();
+    await tun?.close();
     log.info('Goodbye!');
     log.flush();
   }

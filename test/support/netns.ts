@@ -14,9 +14,9 @@ export class Netns {
     this.name = name;
   }
 
-  /** Creates a namespace with loopback up. Names are `fzt-<tag>-<random>` (≤ 15 chars for veth names derived from it). */
-  static create(tag: string): Netns {
-    const name = `fzt-${tag}-${randomBytes(3).toString('hex')}`;
+  /** Creates a namespace with loopback up, named `<prefix>-<tag>-<random>` (tests `fzt`, benchmarks `fzb`). */
+  static create(tag: string, prefix = 'fzt'): Netns {
+    const name = `${prefix}-${tag}-${randomBytes(3).toString('hex')}`;
     execFileSync('ip', ['netns', 'add', name]);
     const ns = new Netns(name);
     ns.ip('link', 'set', 'lo', 'up');
