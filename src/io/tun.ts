@@ -16,6 +16,7 @@ import {
 } from '../native/abi.js';
 import { getLibc, type Libc } from '../native/libc.js';
 import { parseIpv4, parseIpv6 } from '../wire/ip/address.js';
+import { formatPrefix, type IpPrefix, parsePrefix, prefixEquals } from '../wire/ip/prefix.js';
 import {
   AF_INET,
   AF_INET6,
@@ -26,7 +27,6 @@ import {
   RTN_UNICAST,
   RTPROT_KERNEL,
 } from '../wire/netlink/constants.js';
-import { formatPrefix, type IpPrefix, parsePrefix, prefixEquals } from '../wire/netlink/prefix.js';
 import {
   type AddressInfo,
   buildAddress,

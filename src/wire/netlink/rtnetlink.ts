@@ -1,3 +1,4 @@
+import type { IpPrefix } from '../ip/prefix.js';
 import { err, ok, type Result } from '../result.js';
 import {
   AF_INET,
@@ -61,7 +62,6 @@ import {
   readHostI32,
   readHostU32,
 } from './message.js';
-import type { IpPrefix } from './prefix.js';
 
 /**
  * rtnetlink requests and replies for the TUN device's configuration

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseIp } from '../../../../src/wire/ip/address.js';
+import { parsePrefix } from '../../../../src/wire/ip/prefix.js';
 import {
   AF_INET,
   AF_INET6,
@@ -8,7 +9,6 @@ import {
   RTPROT_KERNEL,
 } from '../../../../src/wire/netlink/constants.js';
 import { HOST_LITTLE_ENDIAN, type NetlinkMessage } from '../../../../src/wire/netlink/message.js';
-import { parsePrefix } from '../../../../src/wire/netlink/prefix.js';
 import {
   buildAddress,
   buildDumpAddresses,

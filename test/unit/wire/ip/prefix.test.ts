@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseIp } from '../../../../src/wire/ip/address.js';
-import { formatPrefix, parsePrefix, prefixEquals } from '../../../../src/wire/netlink/prefix.js';
+import { formatPrefix, parsePrefix, prefixEquals } from '../../../../src/wire/ip/prefix.js';
 import { ipv4Arb, ipv6Arb, PROPERTY_RUNS } from '../../../support/arbitraries.js';
 
 describe('route prefixes', () => {

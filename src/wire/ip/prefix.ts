@@ -1,5 +1,5 @@
-import { formatIp, parseIp } from '../ip/address.js';
 import { err, ok, type Result, type WireError } from '../result.js';
+import { formatIp, parseIp } from './address.js';
 
 /** A route destination: network address (host bits zero) and prefix length. */
 export interface IpPrefix {
