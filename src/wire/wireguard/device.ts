@@ -106,7 +106,10 @@ function webRandom(n: number): Uint8Array {
 export class WgDevice<E extends WgEndpoint> {
   readonly local: LocalStatic;
   readonly drops: Record<WgDropReason, number>;
-  /** Result of the last `decapsulate` that returned WG_DATA or WG_KEEPALIVE. */
+  /**
+   * The peer the last successful `decapsulate` heard from (WG_DATA, WG_KEEPALIVE, and WG_HANDSHAKE
+   * when a peer was identified), so the caller can update where that peer is (`WgPeer.endpoint`).
+   */
   rxPeer: WgPeer<E> | undefined;
   rxOffset = 0;
   rxLength = 0;
@@ -197,12 +200,15 @@ export class WgDevice<E extends WgEndpoint> {
 
   /**
    * Handles one datagram already known not to be STUN/TURN. `buf[off, off+len)` is the datagram;
-   * data is decrypted in place (plaintext at `off + 16`).
+   * data is decrypted in place (plaintext at `off + 16`). `from` is only read during the call (its
+   * IP binds cookies) and is the target of a cookie reply, which the caller should drain before
+   * reusing `from`; the device keeps no reference, so a scratch object per datagram is fine.
    */
   decapsulate(buf: Uint8Array, off: number, len: number, from: E, now: number): WgDecapResult {
+    this.rxPeer = undefined;
     switch (wireguardMessageType(buf, off, len)) {
       case MSG_TRANSPORT_DATA:
-        return this.decapsulateData(buf, off, len, from, now);
+        return this.decapsulateData(buf, off, len, now);
       case MSG_HANDSHAKE_INITIATION:
         return this.handleInitiation(buf, off, from, now);
       case MSG_HANDSHAKE_RESPONSE:
@@ -220,12 +226,12 @@ export class WgDevice<E extends WgEndpoint> {
     return WG_DROPPED;
   }
 
-  private decapsulateData(buf: Uint8Array, off: number, len: number, from: E, now: number): WgDecapResult {
+  private decapsulateData(buf: Uint8Array, off: number, len: number, now: number): WgDecapResult {
     const index = readU32LE(buf, off + DATA_RECEIVER);
     const peer = this.byId.get(index >>> 8);
     const session = peer?.sessionFor(index);
     if (!peer || !session) return this.drop('wg.unknown-index');
-    const n = peer.receiveData(session, buf, off, len, from, now);
+    const n = peer.receiveData(session, buf, off, len, now);
     if (typeof n !== 'number') return this.drop(n);
     this.rxPeer = peer;
     this.rxOffset = off + DATA_HEADER_BYTES;
@@ -263,8 +269,9 @@ export class WgDevice<E extends WgEndpoint> {
     });
     if (state === 'unknown-peer') return this.drop('wg.unknown-peer');
     if (state === 'invalid' || !peer) return this.drop('wg.invalid-handshake');
-    const dropped = peer.handleInitiation(state, from, now);
+    const dropped = peer.handleInitiation(state, now);
     if (dropped) return this.drop(dropped);
+    this.rxPeer = peer;
     return WG_HANDSHAKE;
   }
 
@@ -273,8 +280,9 @@ export class WgDevice<E extends WgEndpoint> {
     const index = readU32LE(buf, off + RESP_RECEIVER);
     const peer = this.byId.get(index >>> 8);
     if (!peer) return this.drop('wg.unknown-index');
-    const dropped = peer.handleResponse(buf, off, from, now);
+    const dropped = peer.handleResponse(buf, off, now);
     if (dropped) return this.drop(dropped);
+    this.rxPeer = peer;
     return WG_HANDSHAKE;
   }
 
@@ -284,6 +292,7 @@ export class WgDevice<E extends WgEndpoint> {
     if (!peer) return this.drop('wg.unknown-index');
     const dropped = peer.handleCookieReply(buf, off, index, now);
     if (dropped) return this.drop(dropped);
+    this.rxPeer = peer;
     return WG_HANDSHAKE;
   }
 

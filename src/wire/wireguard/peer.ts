@@ -93,7 +93,10 @@ export class WgPeer<E> {
   readonly profile: TimerProfile;
   /** The 24-bit id in the upper bits of every index we hand out for this peer. */
   readonly id: number;
-  /** Last source of an authenticated packet (for roaming plain peers; ICE decides otherwise). */
+  /**
+   * Where this peer's transmits go. The device never sets it: the caller does, from the
+   * endpoint of authenticated packets (`WgDevice.rxPeer`) for roaming plain peers, or from ICE.
+   */
   endpoint: E | undefined;
   readonly stats: PeerStats = {
     rxBytes: 0,
@@ -327,7 +330,6 @@ export class WgPeer<E> {
   /** Answers a consumed initiation. Returns a drop reason, or undefined when answered. */
   handleInitiation(
     state: ResponderState,
-    from: E,
     now: number,
   ): 'wg.replayed-initiation' | 'wg.initiation-flood' | 'wg.invalid-handshake' | undefined {
     if (this.greatestTimestamp && !tai64nAfter(state.timestamp, this.greatestTimestamp))
@@ -339,7 +341,6 @@ export class WgPeer<E> {
     if (!built) return 'wg.invalid-handshake';
     this.greatestTimestamp = state.timestamp;
     this.lastInitiationAt = now;
-    this.endpoint = from;
     this.next?.wipe();
     this.next = new Session(built.keys, now, false);
     this.sessionDerived(now);
@@ -353,7 +354,6 @@ export class WgPeer<E> {
   handleResponse(
     msg: Uint8Array,
     off: number,
-    from: E,
     now: number,
   ): 'wg.unexpected-response' | 'wg.invalid-response' | undefined {
     const hs = this.handshake;
@@ -364,7 +364,6 @@ export class WgPeer<E> {
     this.handshake = undefined;
     this.handshakeStartedAt = -1;
     this.retransmitAt = NEVER;
-    this.endpoint = from;
     this.next?.wipe();
     this.next = undefined;
     this.rotateIn(new Session(keys, now, true), now);
@@ -434,7 +433,6 @@ export class WgPeer<E> {
     buf: Uint8Array,
     off: number,
     len: number,
-    from: E,
     now: number,
   ): number | 'wg.replay' | 'wg.auth-failed' | 'wg.session-expired' {
     if (now - session.createdAt >= REJECT_AFTER_TIME_MS) return 'wg.session-expired';
@@ -451,7 +449,6 @@ export class WgPeer<E> {
     session.replay.update(counter);
     this.stats.rxBytes += len;
     this.stats.rxPackets++;
-    this.endpoint = from;
     this.authenticatedPacketReceived(now);
     if (session === this.next) {
       this.next = undefined;

@@ -161,7 +161,10 @@ async function main(): Promise<void> {
       const len = batch.lengths[i]!;
       rec('in', buf.subarray(0, len));
       const from: Ep = { ip: Uint8Array.from(datagramSource(batch, i)), port: batch.srcPorts[i]! };
-      if (wg.decapsulate(buf, 0, len, from, now) !== WG_DATA) continue;
+      const r = wg.decapsulate(buf, 0, len, from, now);
+      // Roaming, as plain WireGuard does: the peer is wherever its last authenticated packet came from.
+      if (wg.rxPeer) wg.rxPeer.endpoint = from;
+      if (r !== WG_DATA) continue;
       if (ip.load(buf, wg.rxOffset, wg.rxLength)) {
         counters.badInner++;
         continue;
