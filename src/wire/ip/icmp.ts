@@ -34,7 +34,7 @@ import {
   MAX_IP_PACKET_BYTES,
 } from './constants.js';
 import { IP_ERRORS, type IpError } from './errors.js';
-import type { IpPacket } from './packet.js';
+import { type IpPacket, recomputeChecksums } from './packet.js';
 
 /**
  * Why the gateway refuses a packet, which decides the ICMP code of the reply
@@ -291,4 +291,27 @@ export function parseIcmpError(p: IpPacket): Result<IcmpErrorInfo, IpError> {
   const info = emptyIcmpErrorInfo();
   const error = readIcmpError(p, info);
   return error ? { ok: false, error } : { ok: true, value: info };
+}
+
+/**
+ * Rewrites, in place, an ICMP error about a packet the NAT translated, so the client sees it
+ * about the packet it sent (`spec/gateway-dataplane.md` §6.5): source := the proxy IP, TTL/hop
+ * limit := 20, the quoted destination := the proxy IP, the quoted source port or echo id := the
+ * inside id; the outer checksums are recomputed (the quoted packet's own are left as they are,
+ * as the reference does). `info` comes from {@link readIcmpError} on this packet.
+ */
+export function rewriteIcmpErrorForNat(
+  p: IpPacket,
+  info: IcmpErrorInfo,
+  proxyAddr: Uint8Array,
+  insideId: number,
+): void {
+  const b = p.buf;
+  b.set(proxyAddr, p.srcOffset);
+  b[p.off + (p.version === 4 ? 8 : 7)] = ICMP_ERROR_TTL;
+  b.set(proxyAddr, info.quotedDstOffset);
+  const end = p.off + p.length;
+  const at = info.quotedEchoId >= 0 ? info.quotedL4Offset + 4 : info.quotedL4Offset;
+  if (info.quotedL4Offset >= 0 && at + 2 <= end) writeU16(b, at, insideId);
+  recomputeChecksums(p);
 }

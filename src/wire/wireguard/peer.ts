@@ -40,6 +40,8 @@ export type WgFailure = 'handshake-timeout' | 'no-session';
 
 /** Lifecycle events a device reports (never one per data packet). */
 export type WgEvent<E> =
+  /** We sent the first initiation of a handshake, or answered one. */
+  | { readonly type: 'handshake-started'; readonly peer: WgPeer<E>; readonly initiator: boolean }
   | { readonly type: 'session-established'; readonly peer: WgPeer<E>; readonly initiator: boolean }
   /** Handshake attempts ran out (standard profile: queued packets were dropped; the peer stays). */
   | { readonly type: 'handshake-failed'; readonly peer: WgPeer<E> }
@@ -288,6 +290,7 @@ export class WgPeer<E> {
     if (!retry) {
       if (this.handshake || now - this.handshakeSentAt < REKEY_TIMEOUT_MS) return false;
       this.handshakeStartedAt = now;
+      this.host.event({ type: 'handshake-started', peer: this, initiator: true });
     }
     const index = this.nextIndex();
     const ephemeral = clampPrivateKey(this.host.random(KEY_BYTES));
@@ -347,6 +350,7 @@ export class WgPeer<E> {
     this.authenticatedPacketReceived(now);
     this.sendHandshakeMessage(built.message, RESP_MAC1, index, now);
     this.authenticatedPacketSent(now);
+    this.host.event({ type: 'handshake-started', peer: this, initiator: false });
     return undefined;
   }
 

@@ -31,9 +31,15 @@ describe('WireGuard device: handshakes and data', () => {
   it('completes a handshake and carries data both ways, with and without a preshared key', () => {
     for (const psk of [undefined, new Uint8Array(32).fill(0x5a)]) {
       const p = connected(STANDARD_PROFILE, psk);
-      expect(p.a.events.map((e) => e.type)).toEqual(['session-established']);
+      expect(p.a.events).toMatchObject([
+        { type: 'handshake-started', initiator: true },
+        { type: 'session-established', initiator: true },
+      ]);
       // The responder's session is confirmed by the initiator's keepalive.
-      expect(p.b.events).toMatchObject([{ type: 'session-established', initiator: false }]);
+      expect(p.b.events).toMatchObject([
+        { type: 'handshake-started', initiator: false },
+        { type: 'session-established', initiator: false },
+      ]);
       expect(p.b.keepalivesReceived).toBe(1);
       for (const [from, to] of [
         [p.a, p.b],
@@ -261,9 +267,9 @@ describe('WireGuard device: timers', () => {
       const p = new WgPair({ profileA: profile, profileB: profile });
       p.send(p.a, payload(10));
       p.advance(limit - 1_000, false);
-      expect(p.a.events).toEqual([]);
+      expect(p.a.events.map((e) => e.type)).toEqual(['handshake-started']);
       p.advance(6_000, false);
-      expect(p.a.events.map((e) => e.type)).toEqual([event]);
+      expect(p.a.events.map((e) => e.type)).toEqual(['handshake-started', event]);
       expect(p.a.peer.queuedPackets).toBe(0);
       // Retransmitted every REKEY_TIMEOUT plus jitter.
       expect(p.a.peer.stats.handshakeInitiationsSent).toBe(limit / 5_000);
