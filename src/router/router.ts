@@ -322,7 +322,7 @@ export class Router {
     const pairs: [Uint8Array, Uint8Array][] = [];
     const pairUp = (proxies: Uint8Array[], reals: Uint8Array[]) => {
       if (reals.length === 0) return;
-      proxies.forEach((p, i) => pairs.push([p, reals[i % reals.length]!]));
+      for (let i = 0; i < proxies.length; i++) pairs.push([proxies[i]!, reals[i % reals.length]!]);
     };
     pairUp(p4, r4.length > 0 ? r4 : r6);
     pairUp(p6, r6.length > 0 ? r6 : r4);
