@@ -1,0 +1,138 @@
+import { assign, setup } from 'xstate';
+import type { ClientId, ResourceId } from '../wire/ids.js';
+import type { Grant } from '../wire/policy.js';
+
+/**
+ * One client's connection to the gateway, from authorization to removal. This is the part
+ * without ICE: a plain WireGuard peer (standalone mode) or, later, a portal client once ICE has
+ * a path. Data packets never reach this machine; the router reports lifecycle changes.
+ *
+ *   authorized ──handshake started──▶ handshaking ──session──▶ connected ⇄ idle
+ *        ▲                                 │                      │
+ *        └────────── connection failed ◀───┴──────────────────────┘
+ *   any ──all grants expired──▶ expired ─┐
+ *   any ──revoked / goodbye ───▶ revoked ┴─▶ removed (final)
+ *
+ * `installClient` puts the peer and its grants into the router on entry; `removeClient` takes
+ * them out on reaching `removed`. An actor stopped from outside runs no exit actions, so the
+ * supervisor cleans the router up itself in that case. Why it ended is in `context.endReason`.
+ */
+export interface ClientConnectionInput {
+  readonly clientId: ClientId;
+  readonly grants: readonly Grant[];
+}
+
+export interface ClientConnectionContext {
+  readonly clientId: ClientId;
+  grants: readonly Grant[];
+  /** Whether the current session was started by the gateway. */
+  initiator: boolean | undefined;
+  endReason: 'expired' | 'revoked' | 'goodbye' | undefined;
+}
+
+export type ClientConnectionEvent =
+  | { type: 'wg.handshake-started'; initiator: boolean }
+  | { type: 'wg.session-established'; initiator: boolean }
+  | { type: 'wg.connection-failed'; reason: string }
+  | { type: 'traffic.idle' }
+  | { type: 'traffic.active' }
+  | { type: 'grants.expired'; resources: readonly ResourceId[]; remaining: number }
+  | { type: 'policy.update'; grants: readonly Grant[] }
+  | { type: 'policy.revoke' }
+  | { type: 'control.goodbye' };
+
+export const clientConnectionMachine = setup({
+  types: {
+    context: {} as ClientConnectionContext,
+    events: {} as ClientConnectionEvent,
+    input: {} as ClientConnectionInput,
+  },
+  actions: {
+    /** Adds the peer to the router and installs its grants. Provided by src/actors. */
+    installClient: notProvided('installClient'),
+    /** Replaces the client's grants in the router. */
+    updateGrants: notProvided('updateGrants'),
+    /** Removes the client from the router (saying goodbye to a Firezone client). */
+    removeClient: notProvided('removeClient'),
+    storeGrants: assign({
+      grants: ({ event }) => (event.type === 'policy.update' ? event.grants : []),
+    }),
+    dropExpiredGrants: assign({
+      grants: ({ context, event }) =>
+        event.type === 'grants.expired'
+          ? context.grants.filter((g) => !event.resources.includes(g.resource.id))
+          : context.grants,
+    }),
+    recordInitiator: assign({
+      initiator: ({ event }) => (event.type === 'wg.session-established' ? event.initiator : undefined),
+    }),
+  },
+  guards: {
+    noGrantsLeft: ({ event }) => event.type === 'grants.expired' && event.remaining === 0,
+    revokesEverything: ({ event }) => event.type === 'policy.update' && event.grants.length === 0,
+  },
+}).createMachine({
+  id: 'clientConnection',
+  context: ({ input }) => ({
+    clientId: input.clientId,
+    grants: input.grants,
+    initiator: undefined,
+    endReason: undefined,
+  }),
+  initial: 'authorized',
+  entry: 'installClient',
+  on: {
+    'policy.update': [
+      { guard: 'revokesEverything', target: '.revoked' },
+      { actions: ['storeGrants', 'updateGrants'] },
+    ],
+    'policy.revoke': { target: '.revoked' },
+    'control.goodbye': { target: '.revoked', actions: assign({ endReason: 'goodbye' }) },
+    'grants.expired': [{ guard: 'noGrantsLeft', target: '.expired' }, { actions: 'dropExpiredGrants' }],
+  },
+  states: {
+    authorized: {
+      on: {
+        'wg.handshake-started': { target: 'handshaking' },
+        'wg.session-established': { target: 'connected', actions: 'recordInitiator' },
+      },
+    },
+    handshaking: {
+      on: {
+        'wg.session-established': { target: 'connected', actions: 'recordInitiator' },
+        'wg.connection-failed': { target: 'authorized' },
+      },
+    },
+    connected: {
+      on: {
+        'traffic.idle': { target: 'idle' },
+        'wg.session-established': { actions: 'recordInitiator' },
+        'wg.connection-failed': { target: 'authorized' },
+      },
+    },
+    idle: {
+      on: {
+        'traffic.active': { target: 'connected' },
+        'wg.session-established': { actions: 'recordInitiator' },
+        'wg.connection-failed': { target: 'authorized' },
+      },
+    },
+    expired: {
+      entry: assign({ endReason: 'expired', grants: [] }),
+      always: { target: 'removed' },
+    },
+    revoked: {
+      entry: assign({ endReason: ({ context }) => context.endReason ?? 'revoked', grants: [] }),
+      always: { target: 'removed' },
+    },
+    removed: { type: 'final', entry: 'removeClient' },
+  },
+  output: ({ context }) => ({ clientId: context.clientId, endReason: context.endReason }),
+});
+
+/** An action that must be provided by the actor layer; running it unprovided is a bug. */
+function notProvided(name: string) {
+  return () => {
+    throw new Error(`client-connection action '${name}' was not provided`);
+  };
+}
