@@ -73,6 +73,12 @@ export const clientConnectionMachine = setup({
   },
 }).createMachine({
   id: 'clientConnection',
+  description:
+    'One client from authorization to removal, without ICE for now: a plain WireGuard peer in standalone ' +
+    'mode. The router reports lifecycle changes (handshakes, sessions, idleness, expiry) and never single ' +
+    'packets. On entry the client and its grants go into the router (`installClient`); reaching `removed` ' +
+    'takes them out. A failed connection returns to `authorized`, where the peer may simply come back: ' +
+    'authorization, not the WireGuard session, decides whether a client exists.',
   context: ({ input }) => ({
     clientId: input.clientId,
     grants: input.grants,

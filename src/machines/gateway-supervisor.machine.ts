@@ -152,6 +152,11 @@ export const gatewaySupervisorMachine = setup({
   },
 }).createMachine({
   id: 'gatewaySupervisor',
+  description:
+    'The root of the actor system: one client-connection actor per authorized client, reconciled with the ' +
+    'desired policy (spawn new clients, revoke missing ones, update grants, replace a client whose keys or ' +
+    'tunnel addresses changed). Client connections are not restarted: one that fails is cleaned out of the ' +
+    'router and forgotten, so a failure never reaches another client.',
   context: { clients: {}, generation: 0, failures: [] },
   initial: 'running',
   states: {
