@@ -8,7 +8,7 @@ import {
   PACKET_BUFFER_BYTES,
 } from './packet-batch.js';
 import type { UdpSocket, UdpStats } from './udp.js';
-import { checkDestination, newUdpStats } from './udp-shared.js';
+import { checkDestination, checkEcn, newUdpStats } from './udp-shared.js';
 
 /** First port handed out when a socket asks for port 0. */
 const FIRST_EPHEMERAL_PORT = 49_152;
@@ -21,6 +21,8 @@ export interface MemoryDatagram {
   readonly dst: Uint8Array;
   readonly dstPort: number;
   readonly data: Uint8Array;
+  /** ECN codepoint (0–3) of the datagram's IP header, as given to `send`. */
+  readonly ecn: number;
 }
 
 /**
@@ -29,8 +31,10 @@ export interface MemoryDatagram {
  *
  * Sockets bind specific addresses (no wildcard). `send()` copies the datagram at once; nothing
  * moves until `deliver()`, which flushes every socket's queue and hands each destination its
- * datagrams in batches, like the real sockets (offset 0, reused batch, `dstKnown`). A test can
- * instead `take()` the datagrams in flight to drop, delay or reorder them and `inject()` them back.
+ * datagrams in batches, like the real sockets (offset 0, reused batch, `dstKnown`, and the ECN
+ * codepoint given to `send` in `ecn`, as `'mmsg'` sockets carry it). A test can instead `take()`
+ * the datagrams in flight to drop, delay, reorder or re-mark them (a congested router sets
+ * `ecn` to CE) and `inject()` them back.
  */
 export class MemoryUdpNetwork {
   private readonly sockets = new Map<string, MemoryUdpSocket>();
@@ -132,9 +136,10 @@ export class MemoryUdpSocket implements UdpSocket {
     this.onDatagrams = onDatagrams;
   }
 
-  send(buf: Uint8Array, off: number, len: number, ip: Uint8Array, port: number): void {
+  send(buf: Uint8Array, off: number, len: number, ip: Uint8Array, port: number, ecn = 0): void {
     checkRange(buf, off, len);
     checkDestination(this.family, ip, port);
+    checkEcn(ecn);
     if (this.closed) {
       this.stats.sendErrors++;
       return;
@@ -146,6 +151,7 @@ export class MemoryUdpSocket implements UdpSocket {
       dst: ip.slice(),
       dstPort: port,
       data: buf.slice(off, off + len),
+      ecn,
     });
   }
 
@@ -184,6 +190,7 @@ export class MemoryUdpSocket implements UdpSocket {
         batch.srcAddrs.set(d.src, n * ADDRESS_SLOT_BYTES);
         batch.srcPorts[n] = d.srcPort;
         batch.dstAddrs.set(d.dst, n * ADDRESS_SLOT_BYTES);
+        batch.ecn[n] = d.ecn;
         n++;
       }
       if (n === 0) continue;

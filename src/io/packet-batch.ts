@@ -86,6 +86,13 @@ export interface DatagramBatch extends PacketBatch {
   readonly dstPorts: Uint16Array;
   /** False when the socket cannot learn the destination address (`node:dgram`). */
   dstKnown: boolean;
+  /**
+   * The ECN codepoint (0–3: Not-ECT, ECT(1), ECT(0), CE; RFC 3168 §5) of the outer IP header
+   * each datagram arrived in, from the IP_TOS / IPV6_TCLASS control message, for the router's
+   * merge into the decrypted packet (`spec/gateway-dataplane.md` §3 step 10). 0 (Not-ECT) when
+   * the socket cannot learn it (`node:dgram`) or the kernel did not report it.
+   */
+  readonly ecn: Uint8Array;
 }
 
 /** Allocates a batch of `capacity` buffers (the only allocation a batch ever makes). */
@@ -118,6 +125,7 @@ export function createDatagramBatch(family: 4 | 6, capacity: number = DEFAULT_BA
     dstAddrs: new Uint8Array(capacity * ADDRESS_SLOT_BYTES),
     dstPorts: new Uint16Array(capacity),
     dstKnown: false,
+    ecn: new Uint8Array(capacity),
   };
 }
 

@@ -12,7 +12,7 @@ import {
   PACKET_BUFFER_BYTES,
 } from './packet-batch.js';
 import type { OpenUdpOptions, UdpSocket, UdpStats } from './udp.js';
-import { checkDestination, newUdpStats, openError, planUdp, type UdpPlan } from './udp-shared.js';
+import { checkDestination, checkEcn, newUdpStats, openError, planUdp, type UdpPlan } from './udp-shared.js';
 
 /**
  * Sends waiting in Node's queue (the kernel buffer was full) beyond which new datagrams are
@@ -141,6 +141,7 @@ class DgramUdp implements UdpSocket {
     this.sendBufferBytes = socket.getSendBufferSize();
     const n = plan.batchSize;
     this.capacity = n;
+    // `batch.ecn` stays all 0 (Not-ECT): Node does not pass on the TOS / traffic class.
     this.batch = createDatagramBatch(plan.family, n);
     this.batch.dstPorts.fill(this.localPort);
     this.sendBufs = new Array<Uint8Array | undefined>(n).fill(undefined);
@@ -164,9 +165,14 @@ class DgramUdp implements UdpSocket {
     this.socket.on('message', this.onMessage);
   }
 
-  send(buf: Uint8Array, off: number, len: number, ip: Uint8Array, port: number): void {
+  /**
+   * `ecn` is checked and then ignored: node:dgram has no per-datagram TOS / traffic class, so
+   * every datagram leaves Not-ECT (see `UdpStrategy`).
+   */
+  send(buf: Uint8Array, off: number, len: number, ip: Uint8Array, port: number, ecn = 0): void {
     checkRange(buf, off, len);
     checkDestination(this.family, ip, port);
+    checkEcn(ecn);
     if (this.state !== 'open') {
       this.stats.sendErrors++;
       return;

@@ -2,21 +2,28 @@ import { GatewayError } from '../errors.js';
 import {
   AF_INET,
   AF_INET6,
+  CMSG_ALIGN_BYTES,
   CMSGHDR_BYTES,
+  CMSGHDR_LEVEL_OFFSET,
+  CMSGHDR_TYPE_OFFSET,
   IN_PKTINFO_ADDR_OFFSET,
   IN_PKTINFO_BYTES,
   IN6_PKTINFO_ADDR_OFFSET,
   IN6_PKTINFO_BYTES,
   IOVEC_BYTES,
   IP_PKTINFO,
+  IP_RECVTOS,
+  IP_TOS,
+  IP_TOS_RECV_BYTES,
   IPPROTO_IP,
   IPPROTO_IPV6,
   IPV6_PKTINFO,
   IPV6_RECVPKTINFO,
+  IPV6_RECVTCLASS,
+  IPV6_TCLASS,
   IPV6_V6ONLY,
   MMSGHDR_BYTES,
   MMSGHDR_LEN_OFFSET,
-  MSG_CTRUNC,
   MSG_DONTWAIT,
   MSG_TRUNC,
   MSGHDR_CONTROL_OFFSET,
@@ -37,6 +44,7 @@ import {
   SOCKADDR_IN_BYTES,
   SOCKADDR_IN6_BYTES,
   SOL_SOCKET,
+  TOS_INT_BYTES,
 } from '../native/abi.js';
 import { getLibc, type Libc, nativeAddress } from '../native/libc.js';
 import { formatIp } from '../wire/ip/address.js';
@@ -52,6 +60,8 @@ import { ReadinessWaiter } from './readiness.js';
 import type { OpenUdpOptions, UdpSocket, UdpStats } from './udp.js';
 import {
   checkDestination,
+  checkEcn,
+  ECN_MASK,
   MAX_CONSECUTIVE_RECEIVE_ERRORS,
   newUdpStats,
   planUdp,
@@ -60,8 +70,24 @@ import {
 
 /** Bytes reserved per message for the peer address (a sockaddr_in6, rounded up to 8). */
 const NAME_SLOT_BYTES = 32;
-/** Bytes reserved per message for ancillary data: one pktinfo message, rounded up. */
-const CONTROL_SLOT_BYTES = 64;
+
+/** `CMSG_SPACE(dataBytes)`: a control message with its payload, padded for the next one. */
+function cmsgSpace(dataBytes: number): number {
+  return CMSGHDR_BYTES + ((dataBytes + CMSG_ALIGN_BYTES - 1) & -CMSG_ALIGN_BYTES);
+}
+
+/**
+ * Bytes reserved per received message for ancillary data: the pktinfo message then the
+ * traffic class message, the two we ask for, in the order the kernel writes them
+ * (`ip_cmsg_recv_offset`, `ip6_datagram_recv_specific_ctl`). IPv6 needs 40 + 24 = 64, IPv4
+ * 32 + 24 = 56. A message that does not fit is cut (MSG_CTRUNC) and then ignored.
+ */
+const CONTROL_SLOT_BYTES = Math.max(
+  cmsgSpace(IN_PKTINFO_BYTES) + cmsgSpace(IP_TOS_RECV_BYTES),
+  cmsgSpace(IN6_PKTINFO_BYTES) + cmsgSpace(TOS_INT_BYTES),
+);
+/** Bytes per sent message for its one optional control message: IP_TOS / IPV6_TCLASS, an int. */
+const SEND_CONTROL_SLOT_BYTES = cmsgSpace(TOS_INT_BYTES);
 
 /** The `'mmsg'` strategy: see `UdpSocket` in `udp.ts`. */
 export async function openMmsgUdp(options: OpenUdpOptions): Promise<UdpSocket> {
@@ -86,8 +112,13 @@ export async function openMmsgUdp(options: OpenUdpOptions): Promise<UdpSocket> {
         'needs CAP_NET_ADMIN',
       );
     }
-    if (v4) setIntOption(libc, fd, IPPROTO_IP, IP_PKTINFO, 1, `set IP_PKTINFO on ${where}`);
-    else setIntOption(libc, fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1, `set IPV6_RECVPKTINFO on ${where}`);
+    if (v4) {
+      setIntOption(libc, fd, IPPROTO_IP, IP_PKTINFO, 1, `set IP_PKTINFO on ${where}`);
+      setIntOption(libc, fd, IPPROTO_IP, IP_RECVTOS, 1, `set IP_RECVTOS on ${where}`);
+    } else {
+      setIntOption(libc, fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1, `set IPV6_RECVPKTINFO on ${where}`);
+      setIntOption(libc, fd, IPPROTO_IPV6, IPV6_RECVTCLASS, 1, `set IPV6_RECVTCLASS on ${where}`);
+    }
     const name = new Uint8Array(NAME_SLOT_BYTES);
     writeSockaddr(name, 0, plan.family, plan.address, plan.port);
     const nameBytes = v4 ? SOCKADDR_IN_BYTES : SOCKADDR_IN6_BYTES;
@@ -150,9 +181,11 @@ type SocketState = 'open' | 'closing' | 'closed';
 
 /**
  * Native memory layout, per direction, for `capacity` messages (one ArrayBuffer each):
- *   [capacity × mmsghdr][capacity × iovec][capacity × name slot][capacity × control slot (receive)]
+ *   [capacity × mmsghdr][capacity × iovec][capacity × name slot][capacity × control slot]
  * Every pointer inside is written once here; a receive only resets the value-result lengths
- * (msg_namelen, msg_controllen) and a send only writes the iovec and the peer address.
+ * (msg_namelen, msg_controllen) and a send only writes the iovec, the peer address and
+ * msg_controllen (0, or one prewritten IP_TOS / IPV6_TCLASS message when the datagram carries
+ * an ECN codepoint; then also its value).
  */
 class MmsgUdp implements UdpSocket {
   readonly strategy = 'mmsg' as const;
@@ -172,6 +205,11 @@ class MmsgUdp implements UdpSocket {
   private readonly sendU8: Uint8Array;
   private readonly sendIovBase: number;
   private readonly sendNameBase: number;
+  private readonly sendControlBase: number;
+  /** Control message level and types of this family: IPPROTO_IP or IPPROTO_IPV6. */
+  private readonly cmsgLevel: number;
+  private readonly pktinfoType: number;
+  private readonly tosType: number;
   /** Queued send buffers, kept referenced so their memory cannot be collected before the flush. */
   private readonly sendBufs: (Uint8Array | undefined)[];
   private queued = 0;
@@ -200,6 +238,9 @@ class MmsgUdp implements UdpSocket {
     const n = plan.batchSize;
     this.capacity = n;
     this.nameBytes = plan.family === 4 ? SOCKADDR_IN_BYTES : SOCKADDR_IN6_BYTES;
+    this.cmsgLevel = plan.family === 4 ? IPPROTO_IP : IPPROTO_IPV6;
+    this.pktinfoType = plan.family === 4 ? IP_PKTINFO : IPV6_PKTINFO;
+    this.tosType = plan.family === 4 ? IP_TOS : IPV6_TCLASS;
     this.batch = createDatagramBatch(plan.family, n);
     this.batch.dstPorts.fill(localPort);
 
@@ -231,7 +272,8 @@ class MmsgUdp implements UdpSocket {
 
     this.sendIovBase = iovBase;
     this.sendNameBase = iovBase + n * IOVEC_BYTES;
-    const send = new ArrayBuffer(this.sendNameBase + n * NAME_SLOT_BYTES);
+    this.sendControlBase = this.sendNameBase + n * NAME_SLOT_BYTES;
+    const send = new ArrayBuffer(this.sendControlBase + n * SEND_CONTROL_SLOT_BYTES);
     this.sendAddress = nativeAddress(send);
     this.sendU32 = new Uint32Array(send);
     this.sendU8 = new Uint8Array(send);
@@ -247,6 +289,14 @@ class MmsgUdp implements UdpSocket {
       setU64(this.sendU32, hdr + MSGHDR_IOV_OFFSET, this.sendAddress + this.sendIovBase + i * IOVEC_BYTES);
       setU64(this.sendU32, hdr + MSGHDR_IOVLEN_OFFSET, 1);
       writeSockaddr(this.sendU8, this.sendNameBase + i * NAME_SLOT_BYTES, plan.family, zero, 0);
+      // The traffic class message, attached only to datagrams with an ECN codepoint: the
+      // kernel takes an int for both (ip_cmsg_send, ip6_datagram_send_ctl) and uses it as the
+      // whole TOS / traffic class byte of that datagram, overriding the socket's (0).
+      const ctl = this.sendControlBase + i * SEND_CONTROL_SLOT_BYTES;
+      setU64(this.sendU32, hdr + MSGHDR_CONTROL_OFFSET, this.sendAddress + ctl);
+      setU64(this.sendU32, ctl, CMSGHDR_BYTES + TOS_INT_BYTES);
+      this.sendU32[(ctl + CMSGHDR_LEVEL_OFFSET) >> 2] = this.cmsgLevel;
+      this.sendU32[(ctl + CMSGHDR_TYPE_OFFSET) >> 2] = this.tosType;
     }
     this.sendBufs = new Array<Uint8Array | undefined>(n).fill(undefined);
   }
@@ -268,9 +318,10 @@ class MmsgUdp implements UdpSocket {
     this.waiter.arm();
   }
 
-  send(buf: Uint8Array, off: number, len: number, ip: Uint8Array, port: number): void {
+  send(buf: Uint8Array, off: number, len: number, ip: Uint8Array, port: number, ecn = 0): void {
     checkRange(buf, off, len);
     checkDestination(this.family, ip, port);
+    checkEcn(ecn);
     if (this.state !== 'open') {
       this.stats.sendErrors++;
       return;
@@ -280,6 +331,13 @@ class MmsgUdp implements UdpSocket {
     const iov = this.sendIovBase + i * IOVEC_BYTES;
     setU64(u32, iov, addressOf(buf) + off);
     u32[(iov + 8) >> 2] = len;
+    // msg_controllen is a size_t whose high half stays 0: the low half switches the message on.
+    const controlLength = (i * MMSGHDR_BYTES + MSGHDR_CONTROLLEN_OFFSET) >> 2;
+    if (ecn === 0) u32[controlLength] = 0;
+    else {
+      u32[controlLength] = SEND_CONTROL_SLOT_BYTES;
+      u32[(this.sendControlBase + i * SEND_CONTROL_SLOT_BYTES + CMSGHDR_BYTES) >> 2] = ecn;
+    }
     const name = this.sendNameBase + i * NAME_SLOT_BYTES;
     const u8 = this.sendU8;
     u8[name + 2] = port >> 8;
@@ -400,16 +458,22 @@ class MmsgUdp implements UdpSocket {
   }
 
   /**
-   * Moves lengths, peer and local addresses of the `got` received messages into the batch.
-   * Truncated datagrams (longer than a buffer) are dropped; later ones move down to keep the
-   * batch dense (a copy, but only on that rare path). Returns the batch count.
+   * Moves lengths, peer and local addresses and ECN codepoints of the `got` received messages
+   * into the batch. Truncated datagrams (longer than a buffer) are dropped; later ones move down
+   * to keep the batch dense (a copy, but only on that rare path). Returns the batch count.
    */
   private collect(got: number): number {
-    const { batch, recvU32: u32, recvU8: u8, family } = this;
+    const { batch, recvU32: u32, recvU8: u8, family, cmsgLevel, pktinfoType, tosType } = this;
     const v4 = family === 4;
     let kept = 0;
     let anyDestination = false;
-    const pktinfoControlBytes = CMSGHDR_BYTES + (v4 ? IN_PKTINFO_BYTES : IN6_PKTINFO_BYTES);
+    const pktinfoLength = CMSGHDR_BYTES + (v4 ? IN_PKTINFO_BYTES : IN6_PKTINFO_BYTES);
+    const pktinfoAddress = CMSGHDR_BYTES + (v4 ? IN_PKTINFO_ADDR_OFFSET : IN6_PKTINFO_ADDR_OFFSET);
+    const addressBytes = v4 ? 4 : 16;
+    // IPv4 reports the TOS byte alone, IPv6 the traffic class as an int: either way the ECN
+    // bits are the low two of the first (little-endian) data byte.
+    const tosLength = CMSGHDR_BYTES + (v4 ? IP_TOS_RECV_BYTES : TOS_INT_BYTES);
+    const tosAt = cmsgSpace(v4 ? IN_PKTINFO_BYTES : IN6_PKTINFO_BYTES);
     for (let k = 0; k < got; k++) {
       const hdr = k * MMSGHDR_BYTES;
       const len = u32[(hdr + MMSGHDR_LEN_OFFSET) >> 2]!;
@@ -427,23 +491,30 @@ class MmsgUdp implements UdpSocket {
       const src = batch.srcAddrs;
       if (v4) for (let b = 0; b < 4; b++) src[slot + b] = u8[name + 4 + b]!;
       else for (let b = 0; b < 16; b++) src[slot + b] = u8[name + 8 + b]!;
-      // One pktinfo control message is all we asked for; anything else is left unread.
+      // The two control messages we asked for, where the kernel puts them: pktinfo first, the
+      // traffic class next (`CONTROL_SLOT_BYTES`). One the kernel could not fit (MSG_CTRUNC) is
+      // cut short, so `controlLength` does not cover it and it is not read. A datagram without
+      // a traffic class message reads as Not-ECT.
       const ctl = this.recvControlBase + k * CONTROL_SLOT_BYTES;
       const controlLength = u32[(hdr + MSGHDR_CONTROLLEN_OFFSET) >> 2]!;
-      if (!(flags & MSG_CTRUNC) && controlLength >= pktinfoControlBytes) {
-        const level = u32[(ctl + 8) >> 2]!;
-        const type = u32[(ctl + 12) >> 2]!;
+      if (
+        controlLength >= pktinfoLength &&
+        u32[(ctl + CMSGHDR_LEVEL_OFFSET) >> 2] === cmsgLevel &&
+        u32[(ctl + CMSGHDR_TYPE_OFFSET) >> 2] === pktinfoType
+      ) {
+        const at = ctl + pktinfoAddress;
         const dst = batch.dstAddrs;
-        if (v4 && level === IPPROTO_IP && type === IP_PKTINFO) {
-          const at = ctl + CMSGHDR_BYTES + IN_PKTINFO_ADDR_OFFSET;
-          for (let b = 0; b < 4; b++) dst[slot + b] = u8[at + b]!;
-          anyDestination = true;
-        } else if (!v4 && level === IPPROTO_IPV6 && type === IPV6_PKTINFO) {
-          const at = ctl + CMSGHDR_BYTES + IN6_PKTINFO_ADDR_OFFSET;
-          for (let b = 0; b < 16; b++) dst[slot + b] = u8[at + b]!;
-          anyDestination = true;
-        }
+        for (let b = 0; b < addressBytes; b++) dst[slot + b] = u8[at + b]!;
+        anyDestination = true;
       }
+      const tos = ctl + tosAt;
+      const ecn =
+        controlLength >= tosAt + tosLength &&
+        u32[(tos + CMSGHDR_LEVEL_OFFSET) >> 2] === cmsgLevel &&
+        u32[(tos + CMSGHDR_TYPE_OFFSET) >> 2] === tosType
+          ? u8[tos + CMSGHDR_BYTES]! & ECN_MASK
+          : 0;
+      batch.ecn[kept] = ecn;
       kept++;
     }
     batch.dstKnown = anyDestination;

@@ -70,6 +70,14 @@ export function checkDestination(family: 4 | 6, ip: Uint8Array, port: number): v
   }
 }
 
+/** The ECN field: the low two bits of the IPv4 TOS / IPv6 traffic class byte (RFC 3168 §5). */
+export const ECN_MASK = 0b11;
+
+/** Throws a RangeError unless `ecn` is an ECN codepoint (0–3). */
+export function checkEcn(ecn: number): void {
+  if ((ecn & ECN_MASK) !== ecn) throw new RangeError(`ECN codepoint ${ecn}: expected 0, 1, 2 or 3`);
+}
+
 export function openError(message: string): GatewayError {
   return new GatewayError('GW_ERR_UDP_OPEN', `UDP socket: ${message}`);
 }

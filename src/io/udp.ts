@@ -11,10 +11,16 @@ export { UDP_RECEIVE_BUFFER_BYTES, UDP_SEND_BUFFER_BYTES } from './udp-shared.js
  * - `'mmsg'`: a socket made through libc; readiness is awaited off the main thread (async
  *   poll), received with recvmmsg(2) straight into a preallocated batch (no copy, no allocation
  *   per datagram) and sent with sendmmsg(2) from the caller's buffers in batches. It learns each
- *   datagram's destination address (IP_PKTINFO) and supports SO_MARK.
+ *   datagram's destination address (IP_PKTINFO) and ECN codepoint (IP_RECVTOS /
+ *   IPV6_RECVTCLASS), sends each datagram with the ECN codepoint asked for (an IP_TOS /
+ *   IPV6_TCLASS control message), and supports SO_MARK.
  * - `'dgram'`: `node:dgram`. Node allocates a Buffer and an address object per datagram; they
- *   are copied into the batch. No destination address. SO_MARK is set through the descriptor of
- *   Node's internal handle (not public API; an error names `'mmsg'` if it is unavailable).
+ *   are copied into the batch. No destination address, and no ECN either way: Node exposes
+ *   neither ancillary data on receive nor a per-datagram TOS on send, so received datagrams
+ *   read as Not-ECT and the `ecn` argument of `send` is ignored (the outer header is Not-ECT,
+ *   RFC 6040 §4.1 compatibility mode: the inner header keeps its own codepoint). SO_MARK is set
+ *   through the descriptor of Node's internal handle (not public API; an error names `'mmsg'`
+ *   if it is unavailable).
  *
  * `bench/io.bench.ts` measures both.
  */
@@ -56,10 +62,14 @@ export interface UdpSocket {
    * Queues `buf[off, off + len)` for `ip` (4 or 16 bytes, the socket's family) and `port`. The
    * bytes are read when the queue is flushed: by `flush()`, when the queue is full, or at the
    * end of the current tick (a microtask). Until then the caller must not change them. Failures
-   * are counted in `stats`, never thrown; a RangeError means a range outside `buf` or an address
-   * of the wrong family.
+   * are counted in `stats`, never thrown; a RangeError means a range outside `buf`, an address
+   * of the wrong family or an `ecn` other than 0–3.
+   *
+   * `ecn` is the ECN codepoint for the datagram's IP header: the router passes the inner
+   * packet's, so the tunnel carries it (`spec/gateway-dataplane.md` §4 step 10, RFC 6040 §4.1
+   * normal mode). The rest of the TOS / traffic class byte (DSCP) is 0. Ignored by `'dgram'`.
    */
-  send(buf: Uint8Array, off: number, len: number, ip: Uint8Array, port: number): void;
+  send(buf: Uint8Array, off: number, len: number, ip: Uint8Array, port: number, ecn?: number): void;
   /** Sends everything queued now. */
   flush(): void;
   readonly stats: Readonly<UdpStats>;

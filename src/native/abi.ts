@@ -26,10 +26,14 @@ export const SO_RCVBUF = 8;
 export const SO_MARK = 36;
 export const IPPROTO_IP = 0;
 export const IPPROTO_IPV6 = 41;
+export const IP_TOS = 1;
 export const IP_PKTINFO = 8;
+export const IP_RECVTOS = 13;
 export const IPV6_V6ONLY = 26;
 export const IPV6_RECVPKTINFO = 49;
 export const IPV6_PKTINFO = 50;
+export const IPV6_RECVTCLASS = 66;
+export const IPV6_TCLASS = 67;
 
 // --- send/recv flags, poll events ---------------------------------------------------------------
 
@@ -87,6 +91,16 @@ export const SOCKADDR_NL_BYTES = 12;
 
 /** `struct cmsghdr`: size_t cmsg_len, int cmsg_level, int cmsg_type; data 8-byte aligned after it. */
 export const CMSGHDR_BYTES = 16;
+export const CMSGHDR_LEVEL_OFFSET = 8;
+export const CMSGHDR_TYPE_OFFSET = 12;
+/** `CMSG_ALIGN`: control messages follow each other at multiples of sizeof(size_t). */
+export const CMSG_ALIGN_BYTES = 8;
+/**
+ * Control message payloads for the traffic class: IP_TOS arrives as one byte (the whole TOS
+ * byte) and is sent as an int; IPV6_TCLASS is an int both ways (RFC 3542 §6.5).
+ */
+export const IP_TOS_RECV_BYTES = 1;
+export const TOS_INT_BYTES = 4;
 /** `struct in_pktinfo`: int ipi_ifindex, in_addr ipi_spec_dst, in_addr ipi_addr (the destination). */
 export const IN_PKTINFO_BYTES = 12;
 export const IN_PKTINFO_ADDR_OFFSET = 8;

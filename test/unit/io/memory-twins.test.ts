@@ -10,6 +10,7 @@ import {
   type PacketBatch,
 } from '../../../src/io/packet-batch.js';
 import { formatIp, parseIp } from '../../../src/wire/ip/address.js';
+import { ECN_CE, ECN_ECT0, ECN_ECT1, ECN_NOT_ECT } from '../../../src/wire/ip/constants.js';
 
 describe('in-memory TUN device', () => {
   it('delivers injected packets in batches at the headroom offset, only on deliver()', () => {
@@ -83,6 +84,46 @@ describe('in-memory UDP network', () => {
     net.inject(inFlight.reverse());
     net.deliver();
     expect(order).toEqual([3, 2, 1]);
+  });
+
+  it('carries the ECN codepoint given on send to the receiver, Not-ECT by default', () => {
+    const net = new MemoryUdpNetwork();
+    const a = net.open({ family: 4, address: '192.0.2.1' });
+    const b = net.open({ family: 4, address: '192.0.2.2' });
+    const seen: [number, number][] = [];
+    a.start((batch) => {
+      for (let i = 0; i < batch.count; i++) seen.push([batch.bufs[i]![0]!, batch.ecn[i]!]);
+    });
+    const to = parseIp('192.0.2.1')!;
+    b.send(Uint8Array.of(0), 0, 1, to, a.localPort);
+    for (const ecn of [ECN_ECT1, ECN_ECT0, ECN_CE, ECN_NOT_ECT]) {
+      b.send(Uint8Array.of(ecn + 1), 0, 1, to, a.localPort, ecn);
+    }
+    net.deliver();
+    expect(seen).toEqual([
+      [0, ECN_NOT_ECT],
+      [ECN_ECT1 + 1, ECN_ECT1],
+      [ECN_ECT0 + 1, ECN_ECT0],
+      [ECN_CE + 1, ECN_CE],
+      [ECN_NOT_ECT + 1, ECN_NOT_ECT],
+    ]);
+    expect(() => b.send(Uint8Array.of(1), 0, 1, to, a.localPort, 4)).toThrow(RangeError);
+  });
+
+  it('lets a test mark datagrams CE in flight, as a congested router would', () => {
+    const net = new MemoryUdpNetwork();
+    const a = net.open({ family: 6, address: 'fd00::1' });
+    const b = net.open({ family: 6, address: 'fd00::2' });
+    const ecns: number[] = [];
+    a.start((batch) => {
+      for (let i = 0; i < batch.count; i++) ecns.push(batch.ecn[i]!);
+    });
+    b.send(Uint8Array.of(1), 0, 1, parseIp('fd00::1')!, a.localPort, ECN_ECT0);
+    const [d] = net.take();
+    expect(d!.ecn).toBe(ECN_ECT0);
+    net.inject([{ ...d!, ecn: ECN_CE }]);
+    net.deliver();
+    expect(ecns).toEqual([ECN_CE]);
   });
 
   it('refuses wildcard and duplicate bindings', async () => {

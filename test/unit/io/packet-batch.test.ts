@@ -77,4 +77,10 @@ describe('packet batches', () => {
     expect(v6.dstKnown).toBe(false);
     expect(v6.family).toBe(6);
   });
+
+  it('keep one ECN codepoint per datagram, Not-ECT until a socket reports one', () => {
+    const batch = createDatagramBatch(4, 5);
+    expect(batch.ecn).toBeInstanceOf(Uint8Array);
+    expect([...batch.ecn]).toEqual([0, 0, 0, 0, 0]);
+  });
 });
