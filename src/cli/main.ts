@@ -1,15 +1,21 @@
 import { arch, platform, release } from 'node:os';
+import { realClock } from '../actors/clock.js';
+import { Gateway } from '../actors/gateway.js';
+import { clientPoliciesOf, restartNeeded, tunConfigOf } from '../actors/standalone.js';
 import { exitCodeFor, GatewayError } from '../errors.js';
-import { type HealthServer, startHealthServer } from '../io/health.js';
+import { type HealthRoute, type HealthServer, startHealthServer } from '../io/health.js';
+import { createMetricsRegistry } from '../io/metrics.js';
 import { openTun, type TunDevice } from '../io/tun.js';
-import { openTunnelSockets, type TunnelSockets } from '../io/tunnel-sockets.js';
+import { openTunnelSockets, TUNNEL_PORT, type TunnelSockets } from '../io/tunnel-sockets.js';
+import { formatKey } from '../wire/keys.js';
 import { resolveGatewayId } from './gateway-id.js';
 import { raiseSocketBufferLimits } from './kernel-buffers.js';
 import { componentLogger, createLogger, type Logger } from './logging.js';
 import { type CliOutput, type Env, parseCli } from './options.js';
 import { hasNecessaryPermissions, PERMISSION_MESSAGE } from './permissions.js';
 import { formatSocketAddress } from './socket-address.js';
-import { readConfigFile, validateApiUrl } from './startup-checks.js';
+import { loadStandaloneConfig, type StandaloneConfig, StandaloneConfigError } from './standalone/index.js';
+import { validateApiUrl } from './startup-checks.js';
 import { GATEWAY_VERSION } from './version.js';
 
 /** Graceful shutdown must finish within this; after it the process exits anyway. */
@@ -21,6 +27,8 @@ export interface MainContext {
   readonly out: CliOutput;
   /** Resolves when SIGINT or SIGTERM arrives (the name of the signal). */
   readonly shutdownSignal: Promise<string>;
+  /** Registers what SIGHUP does (reload the standalone policy file). */
+  readonly onReload?: (handler: () => void) => void;
   readonly hasPermissions?: () => boolean;
   readonly gatewayIdPath?: string;
   readonly procSys?: string;
@@ -59,28 +67,61 @@ export async function main(ctx: MainContext): Promise<number> {
   let health: HealthServer | undefined;
   let tun: TunDevice | undefined;
   let sockets: TunnelSockets | undefined;
+  let gateway: Gateway | undefined;
   try {
-    const standalone = opts.config !== undefined;
-    if (standalone) {
-      await readConfigFile(opts.config!);
-      log.info({ config: opts.config }, 'Standalone mode: using a local policy file');
+    let config: StandaloneConfig | undefined;
+    if (opts.config !== undefined) {
+      config = await loadStandaloneConfig(opts.config);
+      log.info(
+        { config: config.path, peers: config.peers.length, resources: config.resources.length },
+        'Standalone mode: policy file loaded',
+      );
     } else {
       validateApiUrl(opts.apiUrl);
     }
     if (!opts.noIncBuf) await raiseSocketBufferLimits(log, ctx.procSys);
-    if (!standalone) {
+    if (!config) {
       const gid = await resolveGatewayId(opts.firezoneId, ctx.gatewayIdPath);
       log.info({ source: gid.source }, 'Gateway ID determined');
     }
-    // Created at startup and configured later (portal `init`, or the policy file); the router
-    // attaches to the device and the sockets.
+    // In portal mode the device is configured by `init`; in standalone mode by the file.
     tun = await openTun({ logger: componentLogger(log, opts.logFilter, 'tun') });
     log.info({ name: tun.name, mtu: tun.mtu }, 'TUN device created');
-    sockets = await openTunnelSockets(componentLogger(log, opts.logFilter, 'udp'));
+    sockets = await openTunnelSockets(componentLogger(log, opts.logFilter, 'udp'), {
+      port: config?.listenPort ?? TUNNEL_PORT,
+    });
     log.info({ ipv4Port: sockets.v4?.localPort, ipv6Port: sockets.v6?.localPort }, 'Tunnel sockets bound');
+    const routes: Record<string, HealthRoute> = {};
+    if (config) {
+      await tun.configure(tunConfigOf(config));
+      const g = new Gateway({
+        privateKey: config.privateKey,
+        clock: realClock,
+        tun,
+        udp4: sockets.v4,
+        udp6: sockets.v6,
+        log: componentLogger(log, opts.logFilter, 'gateway'),
+      });
+      gateway = g;
+      g.setInterface(config.interface.ipv4, config.interface.ipv6);
+      g.start();
+      g.applyPolicy(clientPoliciesOf(config, realClock.wallNow()));
+      const registry = createMetricsRegistry({
+        dropCounters: () => g.router.dropCounters(),
+        traffic: () => g.router.traffic,
+        clients: () => g.router.clientCount,
+      });
+      routes['/metrics'] = async () => ({
+        contentType: registry.contentType,
+        body: await registry.metrics(),
+      });
+      ctx.onReload?.(reloader(g, config, tun, log));
+    } else {
+      ctx.onReload?.(() => log.info('SIGHUP ignored: nothing to reload in portal mode'));
+    }
     const addr = opts.healthCheckAddr;
     try {
-      health = await startHealthServer(addr.host, addr.port);
+      health = await startHealthServer(addr.host, addr.port, routes);
       const bound = health.address;
       log.info(
         { addr: formatSocketAddress({ host: bound.address, port: bound.port, family: addr.family }) },
@@ -93,20 +134,38 @@ export async function main(ctx: MainContext): Promise<number> {
         'Health check could not listen',
       );
     }
-    log.warn('No control plane in this build yet: serving the health check only');
+    if (gateway && config) {
+      log.info(
+        {
+          publicKey: formatKey(gateway.publicKey),
+          listenPort: sockets.v4?.localPort ?? sockets.v6?.localPort,
+          privateKeySource: config.privateKeySource,
+          peers: config.peers.map((p) => p.name),
+        },
+        'Standalone gateway ready',
+      );
+    } else {
+      log.warn('No portal session in this build yet: the TUN device and sockets are idle');
+    }
     const signal = await ctx.shutdownSignal;
     log.info({ signal }, 'Received signal, shutting down');
     return 0;
   } catch (e) {
     if (e instanceof GatewayError) {
-      log.error({ code: e.code }, e.message);
+      log.error(
+        { code: e.code, ...(e instanceof StandaloneConfigError ? { problems: e.problems } : {}) },
+        e.message,
+      );
       return exitCodeFor(e);
     }
     throw e;
   } finally {
     await health?.close();
-    await sockets?.close();
-    await tun?.close();
+    if (gateway) await gateway.stop();
+    else {
+      await sockets?.close();
+      await tun?.close();
+    }
     log.info('Goodbye!');
     log.flush();
   }
@@ -123,11 +182,17 @@ export function run(): void {
     process.once('SIGINT', on);
     process.once('SIGTERM', on);
   });
+  // Without a handler SIGHUP would terminate the process.
+  let onHup: () => void = () => undefined;
+  process.on('SIGHUP', () => onHup());
   main({
     argv: process.argv.slice(2),
     env: process.env,
     out: { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s) },
     shutdownSignal,
+    onReload: (handler) => {
+      onHup = handler;
+    },
   }).then(
     (code) => process.exit(code),
     (e: unknown) => {
@@ -135,4 +200,37 @@ export function run(): void {
       process.exit(1);
     },
   );
+}
+
+/**
+ * SIGHUP in standalone mode: re-read the policy file and apply it atomically. A bad file is
+ * rejected with every problem logged and the running policy kept. Reloads run one at a time.
+ */
+function reloader(gateway: Gateway, initial: StandaloneConfig, tun: TunDevice, log: Logger): () => void {
+  let current = initial;
+  let chain: Promise<void> = Promise.resolve();
+  const reload = async () => {
+    let next: StandaloneConfig;
+    try {
+      next = await loadStandaloneConfig(current.path);
+    } catch (e) {
+      const problems = e instanceof StandaloneConfigError ? e.problems : [(e as Error).message];
+      log.error({ config: current.path, problems }, 'Policy file rejected; the running policy stays');
+      return;
+    }
+    const needsRestart = restartNeeded(current, next);
+    if (needsRestart.length > 0) {
+      log.warn({ changed: needsRestart }, 'These settings take effect only after a restart');
+    }
+    await tun.configure(tunConfigOf(next));
+    gateway.setInterface(next.interface.ipv4, next.interface.ipv6);
+    gateway.applyPolicy(clientPoliciesOf(next, realClock.wallNow()));
+    current = next;
+    log.info({ config: next.path, peers: next.peers.map((p) => p.name) }, 'Policy file reloaded');
+  };
+  return () => {
+    chain = chain.then(reload, reload).catch((e: unknown) => {
+      log.error({ err: (e as Error).message }, 'Reloading the policy file failed');
+    });
+  };
 }

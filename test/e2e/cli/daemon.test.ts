@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -96,14 +96,48 @@ describe.runIf(rootAvailable('the daemon process tests'))('firezone-gateway daem
     expect(r.stderr).toMatch(/GW_ERR_TUN_OPEN/);
   });
 
-  it('starts in standalone mode with a policy file and no token', async () => {
+  it('starts in standalone mode with a policy file and no token, logging its public key', async () => {
     ns = Netns.create('gwd');
-    const cfg = join(tmpdir(), `fz-gw-${process.pid}.json`);
-    writeFileSync(cfg, '{}');
+    const dir = mkdtempSync(join(tmpdir(), 'fz-gw-'));
+    const cfg = join(dir, 'gateway.json');
+    writeFileSync(
+      cfg,
+      JSON.stringify({
+        privateKeyFile: join(dir, 'gateway.key'),
+        interface: { ipv4: '100.64.0.1' },
+        resources: [],
+        peers: [],
+      }),
+    );
     const r = startGateway(['--config', cfg, ...HEALTH], { ns });
-    await waitForLog(r, /Standalone mode[\s\S]*TUN device created/);
+    const m = await waitForLog(r, /"publicKey":"([A-Za-z0-9+/]{43}=)".*"msg":"Standalone gateway ready"/);
+    expect(m[1]).toBeDefined();
+    const addrs = JSON.parse(ns.ip('-j', 'addr', 'show', 'tun-firezone'))[0].addr_info.map(
+      (a: { local: string }) => a.local,
+    );
+    expect(addrs).toContain('100.64.0.1');
     r.child.kill('SIGTERM');
     expect((await r.exit).code).toBe(0);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('refuses a bad policy file with exit 1 and a message naming the field', async () => {
+    ns = Netns.create('gwd');
+    const dir = mkdtempSync(join(tmpdir(), 'fz-gw-'));
+    const cfg = join(dir, 'gateway.json');
+    writeFileSync(
+      cfg,
+      JSON.stringify({
+        privateKeyFile: join(dir, 'k'),
+        interface: { ipv4: '100.64.0.300' },
+        resources: [],
+        peers: [],
+      }),
+    );
+    const r = startGateway(['--config', cfg, ...HEALTH], { ns });
+    expect((await r.exit).code).toBe(1);
+    expect(r.stderr).toMatch(/interface\.ipv4/);
+    rmSync(dir, { recursive: true, force: true });
   });
 
   describe.runIf(hasCommand('setpriv'))('as an unprivileged user', () => {

@@ -57,7 +57,7 @@ describe('firezone-gateway refusing to start', () => {
     writeFileSync(join(dir, 'array.json'), '[1, 2]');
     const notObject = startGateway(['--config', join(dir, 'array.json')]);
     expect((await notObject.exit).code).toBe(1);
-    expect(notObject.stderr).toMatch(/must hold a JSON object at the top level/);
+    expect(notObject.stderr).toMatch(/is not a JSON object with the gateway policy/);
     rmSync(dir, { recursive: true });
   });
 
