@@ -27,7 +27,7 @@ export interface ClientPolicy {
 export interface GatewayOptions {
   readonly privateKey: Uint8Array;
   readonly clock: Clock;
-  readonly tun: Pick<TunDevice, 'start' | 'write' | 'close'>;
+  readonly tun: Pick<TunDevice, 'start' | 'write' | 'readNow' | 'close'>;
   readonly udp4: UdpSocket | undefined;
   readonly udp6: UdpSocket | undefined;
   readonly log: GatewayLog;
@@ -134,7 +134,12 @@ export class Gateway {
     });
     for (const sock of [this.opts.udp4, this.opts.udp6]) {
       sock?.start((batch) => {
+        const written = this.router.traffic.toTunPackets;
         this.router.handleDatagrams(batch, this.clock.now());
+        // Forwarding runs in the context of our TUN write, so an answer (a ping reply, a TCP
+        // ACK from a local resource) may already be queued: take it now instead of after a
+        // round trip through the readiness thread.
+        if (this.router.traffic.toTunPackets !== written) this.opts.tun.readNow();
         this.afterTurn();
       });
     }

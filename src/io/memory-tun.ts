@@ -44,6 +44,7 @@ export class MemoryTun implements TunDevice {
   private readonly batch: PacketBatch;
   private onPackets: ((batch: PacketBatch) => void) | undefined;
   private closed = false;
+  private delivering = false;
 
   constructor(options: { name?: string; mtu?: number; batchSize?: number } = {}) {
     this.name = options.name ?? DEFAULT_TUN_NAME;
@@ -71,10 +72,24 @@ export class MemoryTun implements TunDevice {
     this.pending.push(packet.slice());
   }
 
+  /** Like the real device: what is queued, now, unless a batch is being handled. */
+  readNow(): number {
+    return this.delivering ? 0 : this.deliver();
+  }
+
   /** Delivers queued packets in batches; returns how many. Does nothing before `start()`. */
   deliver(): number {
     const onPackets = this.onPackets;
-    if (!onPackets || this.closed) return 0;
+    if (!onPackets || this.closed || this.delivering) return 0;
+    this.delivering = true;
+    try {
+      return this.deliverAll(onPackets);
+    } finally {
+      this.delivering = false;
+    }
+  }
+
+  private deliverAll(onPackets: (batch: PacketBatch) => void): number {
     let delivered = 0;
     while (this.pending.length > 0) {
       const batch = this.batch;

@@ -21,10 +21,16 @@ export interface GatewayRun {
 
 export function startGateway(
   args: string[],
-  opts: { env?: Record<string, string>; setpriv?: string[]; app?: string; ns?: Netns } = {},
+  opts: {
+    env?: Record<string, string>;
+    setpriv?: string[];
+    app?: string;
+    ns?: Netns;
+    nodeArgs?: string[];
+  } = {},
 ): GatewayRun {
   const bin = join(opts.app ?? REPO, 'bin', 'firezone-gateway.cjs');
-  let argv = [process.execPath, bin, ...args];
+  let argv = [process.execPath, ...(opts.nodeArgs ?? []), bin, ...args];
   if (opts.setpriv) argv = ['setpriv', ...opts.setpriv, ...argv];
   if (opts.ns) argv = ['ip', 'netns', 'exec', opts.ns.name, ...argv];
   const child = spawn(argv[0]!, argv.slice(1), {

@@ -189,6 +189,33 @@ describe.runIf(rootAvailable('TUN device e2e tests'))('TUN device in a network n
     expect(tun.stats.readErrors).toBe(0);
   });
 
+  it('readNow() picks up an answer the kernel produced during our write, without a readiness wake-up', async () => {
+    tun = await inNetns(ns.name, () => openTun({ name: TUN }));
+    await tun.configure(FIREZONE);
+    const packets = collect(tun);
+    // An echo request to the device's own address: the kernel answers while still inside write(2)
+    // (the TUN receive path runs in the writer's context), routing the reply back into the device.
+    const ping = buildPacket({
+      src: parseIp(CLIENT4)!,
+      dst: parseIp(GATEWAY4)!,
+      l4: { kind: 'icmp', type: 8, code: 0, rest: Uint8Array.of(0, 7, 0, 1), payload: new Uint8Array(16) },
+    });
+    let viaReadNow = 0;
+    for (let i = 0; i < 10; i++) {
+      const wakeups = tun.stats.wakeups;
+      const before = packets.length;
+      expect(tun.write(ping, 0, ping.length)).toBe(true);
+      const n = tun.readNow();
+      if (n > 0 && tun.stats.wakeups === wakeups) viaReadNow++;
+      expect(packets.length - before).toBe(n);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(viaReadNow).toBe(10);
+    const reply = packets.find((p) => p[9] === 1 && p[20] === 0);
+    expect(reply && formatIp(reply.subarray(16, 20))).toBe(CLIENT4);
+    expect(tun.readNow()).toBe(0);
+  });
+
   it('reads a burst in batches, many packets per wake-up', async () => {
     tun = await inNetns(ns.name, () => openTun({ name: TUN, batchSize: 32 }));
     await tun.configure(FIREZONE);

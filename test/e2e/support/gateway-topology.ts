@@ -248,10 +248,11 @@ export class OurGateway {
    * Waits for the ready line; fails fast when the process exits or cannot become ready. `app` is
    * a directory holding `bin/firezone-gateway.cjs` (default: this checkout).
    */
-  static async start(ns: Netns, policyPath: string, app?: string): Promise<OurGateway> {
+  static async start(ns: Netns, policyPath: string, app?: string, nodeArgs?: string[]): Promise<OurGateway> {
     const run = startGateway(['--config', policyPath, '--health-check-addr', '127.0.0.1:0', '--no-inc-buf'], {
       ns,
       ...(app ? { app } : {}),
+      ...(nodeArgs ? { nodeArgs } : {}),
     });
     const until = Date.now() + READY_TIMEOUT_MS;
     for (;;) {
@@ -514,12 +515,17 @@ export class GatewayLab {
 
   /**
    * (a) Writes `policy`, starts our gateway on it (the build in `$GATEWAY_LAB_APP`, default this
-   * checkout's `dist/`) and connects the client.
+   * checkout's `dist/`) and connects the client. `nodeArgs` go to the gateway's Node (profiling).
    */
-  async startOurs(policy: StandalonePolicy = this.policy()): Promise<OurGateway> {
+  async startOurs(policy: StandalonePolicy = this.policy(), nodeArgs?: string[]): Promise<OurGateway> {
     await this.stop();
     writeFileSync(this.policyPath, `${JSON.stringify(policy, null, 2)}\n`);
-    const ours = await OurGateway.start(this.gateway, this.policyPath, process.env[GATEWAY_APP_ENV]);
+    const ours = await OurGateway.start(
+      this.gateway,
+      this.policyPath,
+      process.env[GATEWAY_APP_ENV],
+      nodeArgs,
+    );
     this.ours = ours;
     this.kind = 'ours';
     if (ours.publicKey !== this.gatewayPublicKey) {
