@@ -16,6 +16,7 @@ import {
   type P2pControlEvent,
 } from '../wire/p2p/control.js';
 import { type Grant, PROXY_RANGE_V4, PROXY_RANGE_V6, prefixContains } from '../wire/policy.js';
+import { DrainQueue } from '../wire/queue.js';
 import type { TimerProfile } from '../wire/wireguard/constants.js';
 import { WG_DATA, WG_KEEPALIVE, WgDevice } from '../wire/wireguard/device.js';
 import type { WgPeer } from '../wire/wireguard/peer.js';
@@ -160,8 +161,7 @@ export class Router {
   private readonly byTunnelIp = new IpMap<Client>();
   private gatewayV4: Uint8Array | undefined;
   private gatewayV6: Uint8Array | undefined;
-  private readonly events: RouterEvent[] = [];
-  private eventHead = 0;
+  private readonly events = new DrainQueue<RouterEvent>();
   private nextSweepAt: number;
 
   private readonly pkt = new IpPacket();
@@ -651,16 +651,7 @@ export class Router {
   }
 
   pollEvent(): RouterEvent | undefined {
-    if (this.eventHead >= this.events.length) {
-      if (this.eventHead > 0) {
-        this.events.length = 0;
-        this.eventHead = 0;
-      }
-      return undefined;
-    }
-    const e = this.events[this.eventHead]!;
-    this.events[this.eventHead++] = undefined as never;
-    return e;
+    return this.events.poll();
   }
 
   /** Every drop counter: the router's and the WireGuard device's. */

@@ -1,3 +1,4 @@
+import { DrainQueue } from '../queue.js';
 import {
   COOKIE_RECEIVER,
   DATA_HEADER_BYTES,
@@ -122,10 +123,8 @@ export class WgDevice<E extends WgEndpoint> {
   private readonly mac1Key: Uint8Array;
   private readonly byId = new Map<number, WgPeer<E>>();
   private readonly byKey = new Map<string, WgPeer<E>>();
-  private readonly transmits: WgTransmit<E>[] = [];
-  private transmitHead = 0;
-  private readonly events: WgEvent<E>[] = [];
-  private eventHead = 0;
+  private readonly transmits = new DrainQueue<WgTransmit<E>>();
+  private readonly events = new DrainQueue<WgEvent<E>>();
   private readonly timers = new TimerHeap<WgPeer<E>>();
   private readonly host: PeerHost<E>;
 
@@ -334,29 +333,11 @@ export class WgDevice<E extends WgEndpoint> {
   }
 
   pollTransmit(): WgTransmit<E> | undefined {
-    if (this.transmitHead >= this.transmits.length) {
-      if (this.transmitHead > 0) {
-        this.transmits.length = 0;
-        this.transmitHead = 0;
-      }
-      return undefined;
-    }
-    const t = this.transmits[this.transmitHead]!;
-    this.transmits[this.transmitHead++] = undefined as never;
-    return t;
+    return this.transmits.poll();
   }
 
   pollEvent(): WgEvent<E> | undefined {
-    if (this.eventHead >= this.events.length) {
-      if (this.eventHead > 0) {
-        this.events.length = 0;
-        this.eventHead = 0;
-      }
-      return undefined;
-    }
-    const e = this.events[this.eventHead]!;
-    this.events[this.eventHead++] = undefined as never;
-    return e;
+    return this.events.poll();
   }
 
   private schedule(peer: WgPeer<E>, at: number): void {
