@@ -11,7 +11,7 @@ if (!(Number(process.env.UV_THREADPOOL_SIZE) >= THREADPOOL_THREADS)) {
 import('../dist/cli/main.js').then(
   (m) => m.run(),
   (e) => {
-    process.stderr.write(`firezone-gateway: cannot load: ${e && e.stack ? e.stack : e}\n`);
+    process.stderr.write(`firezone-gateway: cannot load: ${e?.stack ?? e}\n`);
     process.exit(1);
   },
 );
