@@ -1,13 +1,15 @@
-import { type Actor, createActor, type InspectionEvent } from 'xstate';
+import { type Actor, createActor, type InspectionEvent, type SnapshotFrom } from 'xstate';
 import type { TunDevice } from '../io/tun.js';
 import type { UdpSocket } from '../io/udp.js';
 import {
   type ClientConnectionEvent,
+  type ClientIce,
   clientConnectionMachine,
 } from '../machines/client-connection.machine.js';
 import { type DesiredClient, gatewaySupervisorMachine } from '../machines/gateway-supervisor.machine.js';
 import { type ClientSpec, Router, type RouterEvent, type RouterIo } from '../router/router.js';
-import type { ClientId } from '../wire/ids.js';
+import type { ClientId, ResourceId } from '../wire/ids.js';
+import type { DomainStatus } from '../wire/p2p/control.js';
 import type { Grant } from '../wire/policy.js';
 import type { Clock } from './clock.js';
 
@@ -22,6 +24,8 @@ export interface GatewayLog {
 export interface ClientPolicy {
   readonly spec: ClientSpec;
   readonly grants: readonly Grant[];
+  /** Portal clients: the connection's ICE credentials (a change means a new connection). */
+  readonly ice?: ClientIce | undefined;
 }
 
 export interface GatewayOptions {
@@ -34,6 +38,8 @@ export interface GatewayOptions {
   /** Receives every XState inspection event (logs now, the visualizer later). */
   readonly inspect?: (event: InspectionEvent) => void;
   readonly random?: (n: number) => Uint8Array;
+  /** Told when a client's actor has removed it (expired, revoked, goodbye). */
+  readonly onClientRemoved?: (id: ClientId, reason: string | undefined) => void;
 }
 
 /**
@@ -50,7 +56,8 @@ export class Gateway {
   private readonly clock: Clock;
   private readonly log: GatewayLog;
   private readonly opts: GatewayOptions;
-  private readonly specs = new Map<ClientId, ClientSpec>();
+  /** The connection parameters of every supervised client (read by `installClient`). */
+  private readonly specs = new Map<ClientId, ClientPolicy>();
   private readonly supervisor: Actor<typeof gatewaySupervisorMachine>;
   private timer: unknown;
   private timerAt = Number.POSITIVE_INFINITY;
@@ -83,9 +90,15 @@ export class Gateway {
     const client = clientConnectionMachine.provide({
       actions: {
         installClient: ({ context }) => {
-          const spec = this.specs.get(context.clientId);
+          const spec = this.specs.get(context.clientId)?.spec;
           if (!spec) throw new Error(`no connection parameters for client ${context.clientId}`);
-          router.addClient(spec, this.clock.now());
+          const displaced = router.addClient(spec, this.clock.now());
+          if (displaced.length > 0) {
+            this.log.warn(
+              { client: spec.id, from: displaced },
+              'Tunnel address taken over from another client',
+            );
+          }
           router.setGrants(context.clientId, context.grants);
         },
         updateGrants: ({ context }) => router.setGrants(context.clientId, context.grants),
@@ -96,6 +109,7 @@ export class Gateway {
             context.endReason !== 'goodbye' && this.isFirezone(context.clientId),
           );
           this.log.info({ client: context.clientId, reason: context.endReason }, 'Client removed');
+          this.opts.onClientRemoved?.(context.clientId, context.endReason);
         },
       },
     });
@@ -157,18 +171,62 @@ export class Gateway {
    * Unchanged clients keep their WireGuard sessions.
    */
   applyPolicy(clients: readonly ClientPolicy[]): void {
-    const desired: DesiredClient[] = [];
-    for (const c of clients) {
-      const identity = identityOf(c.spec);
-      const previous = this.specs.get(c.spec.id);
-      // A replaced client's new parameters are installed by its new actor.
-      if (!previous || identityOf(previous) !== identity) this.specs.set(c.spec.id, c.spec);
-      desired.push({ clientId: c.spec.id, identity, grantsKey: grantsKeyOf(c.grants), grants: c.grants });
-    }
+    const desired = clients.map((c) => this.desire(c));
     const keep = new Set(clients.map((c) => c.spec.id));
     this.supervisor.send({ type: 'policy.apply', clients: desired });
     for (const id of this.specs.keys()) if (!keep.has(id)) this.specs.delete(id);
     this.afterTurn();
+  }
+
+  /**
+   * Adds one client or changes it, leaving every other client alone (the portal authorizes one
+   * flow at a time). Unchanged connection parameters keep the WireGuard session. Returns
+   * whether the client is installed afterwards.
+   */
+  upsertClient(client: ClientPolicy): boolean {
+    this.supervisor.send({ type: 'client.upsert', client: this.desire(client) });
+    this.afterTurn();
+    // Actors start synchronously: one whose installation failed is already cleaned up and gone.
+    return this.supervisor.getSnapshot().context.clients[client.spec.id] !== undefined;
+  }
+
+  /** Revokes one client: its actor removes it from the router (a Firezone client hears goodbye). */
+  revokeClient(id: ClientId): void {
+    this.supervisor.send({ type: 'client.revoke', clientId: id });
+    this.specs.delete(id);
+    this.afterTurn();
+  }
+
+  /** Passes news about one client to its actor (ICE candidates from the portal). */
+  clientEvent(id: ClientId, event: ClientConnectionEvent): void {
+    this.supervisor.send({ type: 'client.event', clientId: id, event });
+    this.afterTurn();
+  }
+
+  /**
+   * Sets up DNS-resource NAT for one client: its proxy IPs for `domain` onto `realAddrs`
+   * (the legacy flow; newer clients ask over the tunnel). Returns the status to report.
+   */
+  setupNat(
+    id: ClientId,
+    req: {
+      resourceId: ResourceId;
+      domain: string;
+      proxyIps: readonly Uint8Array[];
+      realAddrs: readonly Uint8Array[];
+    },
+  ): DomainStatus {
+    const status = this.router.setupNat(id, req);
+    this.afterTurn();
+    return status;
+  }
+
+  private desire(c: ClientPolicy): DesiredClient {
+    const identity = identityOf(c.spec, c.ice);
+    const previous = this.specs.get(c.spec.id);
+    // A replaced client's new parameters are installed by its new actor.
+    if (!previous || identityOf(previous.spec, previous.ice) !== identity) this.specs.set(c.spec.id, c);
+    return { clientId: c.spec.id, identity, grantsKey: grantsKeyOf(c.grants), grants: c.grants, ice: c.ice };
   }
 
   /** What the supervisor currently supervises (for tests and inspection). */
@@ -178,8 +236,14 @@ export class Gateway {
 
   /** The state of one client's connection actor, or undefined. */
   clientState(id: string): unknown {
+    return this.clientSnapshot(id)?.value;
+  }
+
+  /** One client's connection actor snapshot (state and context), or undefined. */
+  clientSnapshot(id: string): SnapshotFrom<typeof clientConnectionMachine> | undefined {
     const entry = this.supervisor.getSnapshot().context.clients[id];
-    return entry ? this.supervisor.getSnapshot().children[entry.actorId]?.getSnapshot().value : undefined;
+    const child = entry ? this.supervisor.getSnapshot().children[entry.actorId] : undefined;
+    return child?.getSnapshot() as SnapshotFrom<typeof clientConnectionMachine> | undefined;
   }
 
   /** Stops the actors (Firezone clients hear goodbye) and the I/O. */
@@ -193,7 +257,7 @@ export class Gateway {
   }
 
   private isFirezone(id: ClientId): boolean {
-    return this.specs.get(id)?.profile.name === 'firezone';
+    return this.specs.get(id)?.spec.profile.name === 'firezone';
   }
 
   /** Drains router events into the actors and arms the single timer at the next deadline. */
@@ -255,7 +319,7 @@ export class Gateway {
         }
         break;
     }
-    if (event) this.supervisor.send({ type: 'router.event', clientId: e.clientId, event });
+    if (event) this.supervisor.send({ type: 'client.event', clientId: e.clientId, event });
   }
 }
 
@@ -264,8 +328,9 @@ function hex(b: Uint8Array | undefined): string {
 }
 
 /** What makes a new connection necessary when it changes. */
-function identityOf(s: ClientSpec): string {
+function identityOf(s: ClientSpec, ice: ClientIce | undefined): string {
   return [
+    ice ? `${ice.local.username}:${ice.local.password}/${ice.remote.username}:${ice.remote.password}` : '-',
     hex(s.publicKey),
     hex(s.presharedKey),
     hex(s.ipv4),

@@ -13,6 +13,7 @@ import { raiseSocketBufferLimits } from './kernel-buffers.js';
 import { componentLogger, createLogger, type Logger } from './logging.js';
 import { type CliOutput, type Env, parseCli } from './options.js';
 import { hasNecessaryPermissions, PERMISSION_MESSAGE } from './permissions.js';
+import { type PortalMode, startPortalMode } from './portal-mode.js';
 import { formatSocketAddress } from './socket-address.js';
 import { loadStandaloneConfig, type StandaloneConfig, StandaloneConfigError } from './standalone/index.js';
 import { validateApiUrl } from './startup-checks.js';
@@ -80,8 +81,10 @@ export async function main(ctx: MainContext): Promise<number> {
       validateApiUrl(opts.apiUrl);
     }
     if (!opts.noIncBuf) await raiseSocketBufferLimits(log, ctx.procSys);
+    let gatewayId: string | undefined;
     if (!config) {
       const gid = await resolveGatewayId(opts.firezoneId, ctx.gatewayIdPath);
+      gatewayId = gid.id;
       log.info({ source: gid.source }, 'Gateway ID determined');
     }
     // In portal mode the device is configured by `init`; in standalone mode by the file.
@@ -92,6 +95,7 @@ export async function main(ctx: MainContext): Promise<number> {
     });
     log.info({ ipv4Port: sockets.v4?.localPort, ipv6Port: sockets.v6?.localPort }, 'Tunnel sockets bound');
     const routes: Record<string, HealthRoute> = {};
+    let portal: PortalMode | undefined;
     if (config) {
       await tun.configure(tunConfigOf(config));
       const g = new Gateway({
@@ -106,17 +110,23 @@ export async function main(ctx: MainContext): Promise<number> {
       g.setInterface(config.interface.ipv4, config.interface.ipv6);
       g.start();
       g.applyPolicy(clientPoliciesOf(config, realClock.wallNow()));
-      const registry = createMetricsRegistry({
-        dropCounters: () => g.router.dropCounters(),
-        traffic: () => g.router.traffic,
-        clients: () => g.router.clientCount,
-      });
-      routes['/metrics'] = async () => ({
-        contentType: registry.contentType,
-        body: await registry.metrics(),
-      });
+      routes['/metrics'] = metricsRoute(g);
       ctx.onReload?.(reloader(g, config, tun, log));
     } else {
+      portal = startPortalMode({
+        apiUrl: opts.apiUrl,
+        token: opts.token ?? '',
+        gatewayId: gatewayId ?? '',
+        name: opts.firezoneName,
+        clock: realClock,
+        log: componentLogger(log, opts.logFilter, 'portal'),
+        gatewayLog: componentLogger(log, opts.logFilter, 'gateway'),
+        tun,
+        udp4: sockets.v4,
+        udp6: sockets.v6,
+      });
+      gateway = portal.gateway;
+      routes['/metrics'] = metricsRoute(portal.gateway);
       ctx.onReload?.(() => log.info('SIGHUP ignored: nothing to reload in portal mode'));
     }
     const addr = opts.healthCheckAddr;
@@ -134,6 +144,7 @@ export async function main(ctx: MainContext): Promise<number> {
         'Health check could not listen',
       );
     }
+    if (portal) return await portal.run(ctx.shutdownSignal);
     if (gateway && config) {
       log.info(
         {
@@ -144,8 +155,6 @@ export async function main(ctx: MainContext): Promise<number> {
         },
         'Standalone gateway ready',
       );
-    } else {
-      log.warn('No portal session in this build yet: the TUN device and sockets are idle');
     }
     const signal = await ctx.shutdownSignal;
     log.info({ signal }, 'Received signal, shutting down');
@@ -169,6 +178,16 @@ export async function main(ctx: MainContext): Promise<number> {
     log.info('Goodbye!');
     log.flush();
   }
+}
+
+/** Prometheus metrics of a running gateway, for the health server. */
+function metricsRoute(g: Gateway): HealthRoute {
+  const registry = createMetricsRegistry({
+    dropCounters: () => g.router.dropCounters(),
+    traffic: () => g.router.traffic,
+    clients: () => g.router.clientCount,
+  });
+  return async () => ({ contentType: registry.contentType, body: await registry.metrics() });
 }
 
 /** Entry point of the `firezone-gateway` binary. */

@@ -1,11 +1,17 @@
 import { assign, enqueueActions, setup } from 'xstate';
 import type { ClientId } from '../wire/ids.js';
 import type { Grant } from '../wire/policy.js';
-import { type ClientConnectionEvent, clientConnectionMachine } from './client-connection.machine.js';
+import {
+  type ClientConnectionEvent,
+  type ClientConnectionInput,
+  type ClientIce,
+  clientConnectionMachine,
+} from './client-connection.machine.js';
 
 /**
  * The root of the actor system. It owns one client-connection actor per authorized client and
- * reconciles them with the desired policy (the standalone policy file now, the portal later):
+ * reconciles them with the desired policy (the whole standalone policy file, or one portal
+ * authorization at a time):
  * new clients are spawned, removed ones revoked, changed grants sent on, and a client whose
  * connection parameters changed (key, preshared key, tunnel addresses) is replaced.
  *
@@ -22,6 +28,8 @@ export interface DesiredClient {
   /** Fingerprint of the grants, to skip no-op updates. */
   readonly grantsKey: string;
   readonly grants: readonly Grant[];
+  /** Portal clients: the ICE credentials of the connection (part of `identity`). */
+  readonly ice?: ClientIce | undefined;
 }
 
 export interface SupervisedClient {
@@ -39,8 +47,13 @@ export interface GatewaySupervisorContext {
 }
 
 export type GatewaySupervisorEvent =
+  /** The complete desired set (standalone mode): clients not listed are revoked. */
   | { type: 'policy.apply'; clients: readonly DesiredClient[] }
-  | { type: 'router.event'; clientId: ClientId; event: ClientConnectionEvent }
+  /** One client added or changed (portal mode: one authorization at a time). */
+  | { type: 'client.upsert'; client: DesiredClient }
+  | { type: 'client.revoke'; clientId: ClientId }
+  /** Lifecycle news for one client's actor (router events, ICE candidates from the portal). */
+  | { type: 'client.event'; clientId: ClientId; event: ClientConnectionEvent }
   | { type: 'gateway.stop' };
 
 const MAX_FAILURES_KEPT = 50;
@@ -51,6 +64,44 @@ const MAX_FAILURES_KEPT = 50;
  */
 function cleanup(enqueue: (action: never) => void, clientId: string, goodbye: boolean): void {
   enqueue({ type: 'cleanupClient', params: { clientId, goodbye } } as never);
+}
+
+/** The part of XState's action enqueuer that {@link reconcileOne} uses. */
+interface Enqueue {
+  (action: never): void;
+  sendTo(actorId: string, event: ClientConnectionEvent): void;
+  stopChild(actorId: string): void;
+  spawnChild(src: 'clientConnection', options: { id: string; input: ClientConnectionInput }): void;
+}
+
+/**
+ * Brings one client's actor in line with what is wanted: spawn it, replace it (its connection
+ * parameters changed), or send it new grants. Returns its new supervision entry.
+ */
+function reconcileOne(
+  enqueue: Enqueue,
+  current: SupervisedClient | undefined,
+  want: DesiredClient,
+  generation: number,
+): { entry: SupervisedClient; generation: number } {
+  if (current && want.identity === current.identity) {
+    if (want.grantsKey !== current.grantsKey)
+      enqueue.sendTo(current.actorId, { type: 'policy.update', grants: want.grants });
+    return { entry: { ...current, grantsKey: want.grantsKey }, generation };
+  }
+  if (current) {
+    enqueue.stopChild(current.actorId);
+    cleanup(enqueue, want.clientId, false);
+  }
+  const actorId = clientActorId(want.clientId, generation + 1);
+  enqueue.spawnChild('clientConnection', {
+    id: actorId,
+    input: { clientId: want.clientId, grants: want.grants, ice: want.ice },
+  });
+  return {
+    entry: { actorId, identity: want.identity, grantsKey: want.grantsKey },
+    generation: generation + 1,
+  };
 }
 
 export function clientActorId(clientId: string, generation: number): string {
@@ -86,34 +137,31 @@ export const gatewaySupervisorMachine = setup({
           next[id] = current;
           continue;
         }
-        if (want.identity !== current.identity) {
-          enqueue.stopChild(current.actorId);
-          cleanup(enqueue, id, false);
-          const actorId = clientActorId(id, ++generation);
-          enqueue.spawnChild('clientConnection', {
-            id: actorId,
-            input: { clientId: want.clientId, grants: want.grants },
-          });
-          next[id] = { actorId, identity: want.identity, grantsKey: want.grantsKey };
-        } else {
-          if (want.grantsKey !== current.grantsKey)
-            enqueue.sendTo(current.actorId, { type: 'policy.update', grants: want.grants });
-          next[id] = { ...current, grantsKey: want.grantsKey };
-        }
+        const step = reconcileOne(enqueue, current, want, generation);
+        generation = step.generation;
+        next[id] = step.entry;
         desired.delete(id);
       }
       for (const want of desired.values()) {
-        const actorId = clientActorId(want.clientId, ++generation);
-        enqueue.spawnChild('clientConnection', {
-          id: actorId,
-          input: { clientId: want.clientId, grants: want.grants },
-        });
-        next[want.clientId] = { actorId, identity: want.identity, grantsKey: want.grantsKey };
+        const step = reconcileOne(enqueue, undefined, want, generation);
+        generation = step.generation;
+        next[want.clientId] = step.entry;
       }
       enqueue.assign({ clients: next, generation });
     }),
+    upsert: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'client.upsert') return;
+      const id = event.client.clientId;
+      const step = reconcileOne(enqueue, context.clients[id], event.client, context.generation);
+      enqueue.assign({ clients: { ...context.clients, [id]: step.entry }, generation: step.generation });
+    }),
+    revoke: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'client.revoke') return;
+      const current = context.clients[event.clientId];
+      if (current) enqueue.sendTo(current.actorId, { type: 'policy.revoke' });
+    }),
     forward: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'router.event') return;
+      if (event.type !== 'client.event') return;
       const c = context.clients[event.clientId];
       if (c) enqueue.sendTo(c.actorId, event.event);
     }),
@@ -153,17 +201,20 @@ export const gatewaySupervisorMachine = setup({
 }).createMachine({
   id: 'gatewaySupervisor',
   description:
-    'The root of the actor system: one client-connection actor per authorized client, reconciled with the ' +
-    'desired policy (spawn new clients, revoke missing ones, update grants, replace a client whose keys or ' +
-    'tunnel addresses changed). Client connections are not restarted: one that fails is cleaned out of the ' +
-    'router and forgotten, so a failure never reaches another client.',
+    'The root of the actor system: one client-connection actor per authorized client. Standalone mode ' +
+    'applies the whole desired policy at once (spawn new clients, revoke missing ones, update grants, ' +
+    'replace a client whose keys, tunnel addresses or ICE credentials changed); portal mode upserts or ' +
+    'revokes one client per message. Client connections are not restarted: one that fails is cleaned out ' +
+    'of the router and forgotten, so a failure never reaches another client.',
   context: { clients: {}, generation: 0, failures: [] },
   initial: 'running',
   states: {
     running: {
       on: {
         'policy.apply': { actions: 'reconcile' },
-        'router.event': { actions: 'forward' },
+        'client.upsert': { actions: 'upsert' },
+        'client.revoke': { actions: 'revoke' },
+        'client.event': { actions: 'forward' },
         'xstate.done.actor.*': { actions: 'forgetChild' },
         'xstate.error.actor.*': { actions: ['cleanupFailedChild', 'recordFailure', 'forgetChild'] },
         'gateway.stop': { target: 'stopping' },

@@ -1,6 +1,7 @@
 import type { AnyStateMachine } from 'xstate';
 import { clientConnectionMachine } from './client-connection.machine.js';
 import { gatewaySupervisorMachine } from './gateway-supervisor.machine.js';
+import { portalSessionMachine } from './portal-session.machine.js';
 
 /**
  * Renders `docs/statecharts/` from the machine definitions: per machine a Mermaid
@@ -23,6 +24,11 @@ export const DOCUMENTED_MACHINES: readonly {
     source: 'src/machines/gateway-supervisor.machine.ts',
     machine: gatewaySupervisorMachine,
   },
+  {
+    file: 'portal-session.md',
+    source: 'src/machines/portal-session.machine.ts',
+    machine: portalSessionMachine,
+  },
 ];
 
 // Minimal structural views of XState's state nodes and transitions (its internals are untyped here).
@@ -35,6 +41,7 @@ interface NodeView {
   readonly states: Record<string, NodeView>;
   readonly entry: unknown[];
   readonly exit: unknown[];
+  readonly invoke: { readonly id: string; readonly src: unknown }[];
   readonly transitions: Map<string, TransitionView[]>;
   readonly always?: TransitionView[];
 }
@@ -62,6 +69,17 @@ function name(x: unknown): string {
   return 'inline';
 }
 
+/** Delayed events read as `after(<delay>)` instead of XState's internal event name. */
+function eventLabel(event: string): string {
+  const m = /^xstate\.after\.([^.]+)\./.exec(event);
+  return m ? `after(${m[1]})` : event;
+}
+
+/** Every state below `n`, depth first, in definition order. */
+function descendants(n: NodeView): NodeView[] {
+  return Object.values(n.states).flatMap((c) => [c, ...descendants(c)]);
+}
+
 function relative(root: NodeView, n: NodeView): string {
   return n === root ? '(machine)' : n.id.slice(root.id.length + 1);
 }
@@ -80,7 +98,7 @@ export function transitionsOf(machine: AnyStateMachine): TransitionRow[] {
           t.target && t.target.length > 0 ? t.target.map((x) => relative(root, x)).join(', ') : '(stays)',
         actions: t.actions.map(name).join(', '),
       });
-    for (const [event, ts] of n.transitions) for (const t of ts) add(event, t);
+    for (const [event, ts] of n.transitions) for (const t of ts) add(eventLabel(event), t);
     for (const t of n.always ?? []) add('(always)', t);
     for (const child of Object.values(n.states)) visit(child);
   };
@@ -141,7 +159,16 @@ function cell(s: string): string {
 /** The markdown page of one machine. */
 export function renderMachineDoc(machine: AnyStateMachine, source: string): string {
   const root = machine.root as unknown as NodeView;
-  const states = Object.values(root.states);
+  const states = descendants(root);
+  // `raise`/`cancel` on entry/exit are how XState schedules `after` transitions: noise here.
+  const own = (actions: unknown[]) =>
+    cell(
+      actions
+        .map(name)
+        .filter((a) => a !== 'raise' && a !== 'cancel')
+        .join(', '),
+    );
+  const invokes = (n: NodeView) => n.invoke.map((i) => (typeof i.src === 'string' ? i.src : i.id)).join(', ');
   const out = [
     `# \`${root.id}\` statechart`,
     '',
@@ -155,11 +182,10 @@ export function renderMachineDoc(machine: AnyStateMachine, source: string): stri
     '',
     '## States',
     '',
-    '| State | Kind | Entry actions | Exit actions |',
-    '|---|---|---|---|',
+    '| State | Kind | Entry actions | Exit actions | Invokes |',
+    '|---|---|---|---|---|',
     ...states.map(
-      (s) =>
-        `| ${relative(root, s)} | ${s.type} | ${cell(s.entry.map(name).join(', '))} | ${cell(s.exit.map(name).join(', '))} |`,
+      (s) => `| ${relative(root, s)} | ${s.type} | ${own(s.entry)} | ${own(s.exit)} | ${cell(invokes(s))} |`,
     ),
     '',
     '## Transitions',

@@ -112,8 +112,9 @@ const REPLY_BUFFERS = 32;
 interface Client {
   readonly id: ClientId;
   readonly peer: WgPeer<RouterEndpoint>;
-  readonly ipv4: Uint8Array | undefined;
-  readonly ipv6: Uint8Array | undefined;
+  /** Cleared when the portal gives the address to another client. */
+  ipv4: Uint8Array | undefined;
+  ipv6: Uint8Array | undefined;
   readonly roaming: boolean;
   readonly policy: ClientPolicy;
   readonly nat: NatTable;
@@ -204,11 +205,20 @@ export class Router {
     this.gatewayV6 = ipv6 ? Uint8Array.from(ipv6) : undefined;
   }
 
-  addClient(spec: ClientSpec, now: number): void {
+  /**
+   * Adds a client. A tunnel address another client holds moves to the new one (the portal's
+   * assignment is authoritative, as in the reference): the other client can no longer send from
+   * it nor receive for it. Returns the clients that lost an address that way.
+   */
+  addClient(spec: ClientSpec, now: number): ClientId[] {
     if (this.clients.has(spec.id)) throw new Error(`client ${spec.id} already exists`);
+    const displaced: ClientId[] = [];
     for (const ip of [spec.ipv4, spec.ipv6]) {
-      if (ip && this.byTunnelIp.getAddress(ip))
-        throw new Error(`client ${spec.id}: tunnel address already in use`);
+      const holder = ip ? this.byTunnelIp.getAddress(ip) : undefined;
+      if (!holder) continue;
+      if (holder.ipv4 && ip!.length === 4) holder.ipv4 = undefined;
+      if (holder.ipv6 && ip!.length === 16) holder.ipv6 = undefined;
+      if (!displaced.includes(holder.id)) displaced.push(holder.id);
     }
     const peer = this.wg.addPeer({
       publicKey: spec.publicKey,
@@ -233,6 +243,7 @@ export class Router {
     this.byPeer.set(peer, client);
     if (client.ipv4) this.byTunnelIp.set(client.ipv4, client);
     if (client.ipv6) this.byTunnelIp.set(client.ipv6, client);
+    return displaced;
   }
 
   /** Forgets a client; with `goodbye`, first tells a Firezone client over the tunnel (§6.1). */
