@@ -18,6 +18,8 @@ import { hasCommand, rootAvailable } from '../../support/privileges.js';
  * `tun-firezone` and the tunnel sockets exist while it runs and go away with it.
  */
 const HEALTH = ['--health-check-addr', '127.0.0.1:0'];
+/** No portal listens there: the session keeps retrying in the background, which is all these tests need. */
+const NO_PORTAL = ['--api-url', 'ws://127.0.0.1:9'];
 let ns: Netns | undefined;
 
 afterEach(() => {
@@ -33,7 +35,7 @@ function linkExists(n: Netns, name: string): boolean {
 describe.runIf(rootAvailable('the daemon process tests'))('firezone-gateway daemon', () => {
   it('creates tun-firezone (MTU 1280) and binds the tunnel UDP port 52625 for IPv4 and IPv6', async () => {
     ns = Netns.create('gwd');
-    const r = startGateway(['tok', ...HEALTH], { ns, env: { FIREZONE_ID: 'gw-test' } });
+    const r = startGateway(['tok', ...NO_PORTAL, ...HEALTH], { ns, env: { FIREZONE_ID: 'gw-test' } });
     await waitForLog(r, /Health check listening/);
     const link = JSON.parse(ns.ip('-j', 'link', 'show', 'tun-firezone'))[0];
     expect(link.mtu).toBe(1280);
@@ -48,7 +50,7 @@ describe.runIf(rootAvailable('the daemon process tests'))('firezone-gateway daem
     'serves /healthz, then on %s exits 0 within the grace period and removes the interface',
     async (sig) => {
       ns = Netns.create('gwd');
-      const r = startGateway(['tok', ...HEALTH], { ns, env: { FIREZONE_ID: 'gw-test' } });
+      const r = startGateway(['tok', ...NO_PORTAL, ...HEALTH], { ns, env: { FIREZONE_ID: 'gw-test' } });
       const m = await waitForLog(r, /"addr":"127\.0\.0\.1:(\d+)","msg":"Health check listening"/);
       const status = ns.exec(process.execPath, [
         '-e',
@@ -68,7 +70,7 @@ describe.runIf(rootAvailable('the daemon process tests'))('firezone-gateway daem
 
   it('leaves no interface behind when killed with SIGKILL', async () => {
     ns = Netns.create('gwd');
-    const r = startGateway(['tok', ...HEALTH], { ns, env: { FIREZONE_ID: 'gw-test' } });
+    const r = startGateway(['tok', ...NO_PORTAL, ...HEALTH], { ns, env: { FIREZONE_ID: 'gw-test' } });
     await waitForLog(r, /TUN device created/);
     expect(linkExists(ns, 'tun-firezone')).toBe(true);
     r.child.kill('SIGKILL');
@@ -80,7 +82,7 @@ describe.runIf(rootAvailable('the daemon process tests'))('firezone-gateway daem
 
   it('runs with a libuv threadpool large enough for its readiness waits', async () => {
     ns = Netns.create('gwd');
-    const r = startGateway(['tok', ...HEALTH], { ns, env: { FIREZONE_ID: 'gw-test' } });
+    const r = startGateway(['tok', ...NO_PORTAL, ...HEALTH], { ns, env: { FIREZONE_ID: 'gw-test' } });
     await waitForLog(r, /Health check listening/);
     expect(r.stderr).toMatch(/"threadpool":"16"/);
     r.child.kill('SIGTERM');
@@ -91,7 +93,7 @@ describe.runIf(rootAvailable('the daemon process tests'))('firezone-gateway daem
     ns = Netns.create('gwd');
     // Another kind of interface already holds the name.
     ns.ip('link', 'add', 'tun-firezone', 'type', 'veth', 'peer', 'name', 'tfz-peer');
-    const r = startGateway(['tok', ...HEALTH], { ns, env: { FIREZONE_ID: 'gw-test' } });
+    const r = startGateway(['tok', ...NO_PORTAL, ...HEALTH], { ns, env: { FIREZONE_ID: 'gw-test' } });
     expect((await r.exit).code).toBe(1);
     expect(r.stderr).toMatch(/GW_ERR_TUN_OPEN/);
   });
@@ -143,7 +145,7 @@ describe.runIf(rootAvailable('the daemon process tests'))('firezone-gateway daem
   describe.runIf(hasCommand('setpriv'))('as an unprivileged user', () => {
     it('starts with CAP_NET_ADMIN as an ambient capability, as the systemd unit grants it', async () => {
       ns = Netns.create('gwd');
-      const r = startGateway(['tok', ...HEALTH], {
+      const r = startGateway(['tok', ...NO_PORTAL, ...HEALTH], {
         ns,
         setpriv: [...NOBODY, '--inh-caps=+net_admin', '--ambient-caps=+net_admin'],
         app: nobodyApp(),

@@ -254,34 +254,58 @@ export class OurGateway {
       ...(app ? { app } : {}),
       ...(nodeArgs ? { nodeArgs } : {}),
     });
+    return OurGateway.whenReady(run, ns, policyPath, 'Standalone gateway ready');
+  }
+
+  /**
+   * Portal mode: `firezone-gateway TOKEN --api-url URL`; ready once it has joined the portal's
+   * gateway channel. The public key is the one of the "Portal mode: connecting" line.
+   */
+  static async startPortal(ns: Netns, apiUrl: string, token: string, id: string): Promise<OurGateway> {
+    const run = startGateway(
+      [token, '--api-url', apiUrl, '--firezone-id', id, '--health-check-addr', '127.0.0.1:0', '--no-inc-buf'],
+      { ns },
+    );
+    return OurGateway.whenReady(run, ns, '', 'Joined the gateway channel', 'Portal mode: connecting');
+  }
+
+  /** Waits for `readyMsg` and the health line; fails fast when the process exits or cannot become ready. */
+  private static async whenReady(
+    run: GatewayRun,
+    ns: Netns,
+    policyPath: string,
+    readyMsg: string,
+    keyMsg = readyMsg,
+  ): Promise<OurGateway> {
     const until = Date.now() + READY_TIMEOUT_MS;
     for (;;) {
       const lines = logLines(run);
-      const ready = lines.find((l) => l.msg === 'Standalone gateway ready');
+      const ready = lines.find((l) => l.msg === readyMsg);
+      const keyLine = lines.find((l) => l.msg === keyMsg);
       const health = lines.find((l) => l.msg === 'Health check listening');
-      if (ready && health) {
-        if (typeof ready.publicKey !== 'string') {
+      if (ready && keyLine && health) {
+        if (typeof keyLine.publicKey !== 'string') {
           await stopChild(run.child);
-          throw new GatewayUnavailableError('the ready line has no publicKey field');
+          throw new GatewayUnavailableError(`the '${keyMsg}' line has no publicKey field`);
         }
-        return new OurGateway(run, ns, policyPath, ready.publicKey, String(health.addr));
+        return new OurGateway(run, ns, policyPath, keyLine.publicKey, String(health.addr));
       }
-      // This build's placeholder: it would wait forever without a control plane.
-      const placeholder = lines.find(
-        (l) => typeof l.msg === 'string' && l.msg.startsWith('No control plane in this build yet'),
-      );
       const failed = lines.find((l) => l.level === 'error' || l.level === 50 || l.level === 60);
       let reason: string | undefined;
-      if (placeholder) reason = `this build has no standalone mode ('${String(placeholder.msg)}')`;
-      else if (run.child.exitCode !== null || run.child.signalCode !== null)
+      if (run.child.exitCode !== null || run.child.signalCode !== null)
         reason = `exited ${run.child.exitCode ?? run.child.signalCode}: ${String(failed?.msg ?? run.stderr.trim().split('\n').at(-1) ?? '')}`;
-      else if (Date.now() > until) reason = `no 'Standalone gateway ready' within ${READY_TIMEOUT_MS} ms`;
+      else if (Date.now() > until) reason = `no '${readyMsg}' within ${READY_TIMEOUT_MS} ms`;
       if (reason !== undefined) {
         await stopChild(run.child);
         throw new GatewayUnavailableError(reason);
       }
       await sleep(20);
     }
+  }
+
+  /** The gateway's log so far, one object per JSON line. */
+  logs(): Record<string, unknown>[] {
+    return logLines(this.run);
   }
 
   writePolicy(policy: StandalonePolicy): void {
@@ -350,6 +374,15 @@ interface ClientTunnel {
  * started in the middle (`startOurs`, `startWireguardGo`, `startPlain`) and stopped with `stop()`;
  * `destroy()` removes everything, including wireguard-go's control sockets and the temp dir.
  */
+/** What the client's WireGuard needs to know about the gateway. */
+export interface ClientTunnelPeer {
+  readonly publicKey: string;
+  readonly presharedKey: string;
+  readonly port: number;
+  readonly gatewayTunnel: string;
+  readonly gatewayTunnel6: string;
+}
+
 export class GatewayLab {
   readonly clientPrivateKeyPath: string;
   readonly clientPublicKey: string;
@@ -580,8 +613,10 @@ export class GatewayLab {
    * The client: an unmodified wireguard-go whose only peer is the gateway (endpoint
    * 10.10.0.1:51820), carrying 172.20.0.0/16 and the gateway's tunnel IPs; MTU 1280.
    */
-  private async startClientTunnel(): Promise<void> {
+  async startClientTunnel(peer: ClientTunnelPeer = this.defaultPeer()): Promise<void> {
     const ifname = `wgc${randomBytes(3).toString('hex')}`;
+    const pskPath = join(this.dir, `psk-${ifname}`);
+    writeFileSync(pskPath, `${peer.presharedKey}\n`, { mode: 0o600 });
     this.sockets.add(ifname);
     const child = await startWireguardGo(this.client, ifname);
     this.clientTunnel = { ifname, child };
@@ -593,20 +628,43 @@ export class GatewayLab {
       'private-key',
       this.clientPrivateKeyPath,
       'peer',
-      this.gatewayPublicKey,
+      peer.publicKey,
       'preshared-key',
-      this.presharedKeyPath,
+      pskPath,
       'endpoint',
-      `${ADDR.gatewayUnderlay}:${LISTEN_PORT}`,
+      `${ADDR.gatewayUnderlay}:${peer.port}`,
       'allowed-ips',
-      `172.20.0.0/16,${ADDR.gatewayTunnel}/32,${ADDR.gatewayTunnel6}/128`,
+      `172.20.0.0/16,${peer.gatewayTunnel}/32,${peer.gatewayTunnel6}/128`,
     ]);
     c.ip('addr', 'add', `${ADDR.clientTunnel}/32`, 'dev', ifname);
     c.ip('addr', 'add', `${ADDR.clientTunnel6}/128`, 'dev', ifname, 'nodad');
     c.ip('link', 'set', ifname, 'mtu', String(TUNNEL_MTU), 'up');
-    for (const net of ['172.20.1.0/24', '172.20.2.0/24', `${ADDR.gatewayTunnel}/32`])
+    for (const net of ['172.20.1.0/24', '172.20.2.0/24', `${peer.gatewayTunnel}/32`])
       c.ip('route', 'add', net, 'dev', ifname);
-    c.ip('-6', 'route', 'add', `${ADDR.gatewayTunnel6}/128`, 'dev', ifname);
+    c.ip('-6', 'route', 'add', `${peer.gatewayTunnel6}/128`, 'dev', ifname);
+  }
+
+  /** The standalone gateways' peer: the lab's gateway key and PSK, port 51820. */
+  private defaultPeer(): ClientTunnelPeer {
+    return {
+      publicKey: this.gatewayPublicKey,
+      presharedKey: this.presharedKey,
+      port: LISTEN_PORT,
+      gatewayTunnel: ADDR.gatewayTunnel,
+      gatewayTunnel6: ADDR.gatewayTunnel6,
+    };
+  }
+
+  /**
+   * (d) Portal mode: our gateway joins the portal at `apiUrl` (reachable inside the gateway
+   * namespace). No client tunnel yet: its keys come from the portal's flow.
+   */
+  async startOursPortal(apiUrl: string, token: string, id = 'e2e-gateway'): Promise<OurGateway> {
+    await this.stop();
+    const ours = await OurGateway.startPortal(this.gateway, apiUrl, token, id);
+    this.ours = ours;
+    this.kind = 'ours';
+    return ours;
   }
 
   /**
