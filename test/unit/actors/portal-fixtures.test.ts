@@ -10,12 +10,12 @@ import { PROPERTY_RUNS } from '../../support/arbitraries.js';
 import { world } from '../../support/sim-gateway.js';
 
 /**
- * Every real portal message of `../shared/fixtures/portal/` through the whole portal path: frame
+ * Every real portal message of `test/fixtures/portal/` through the whole portal path: frame
  * decoding, the session actor (joined), the control plane, and the gateway's actors and router
  * on simulated I/O. 2025-09 messages must all be applied; 2026-08 ones (a newer portal) must be
  * applied or refused with a clear log line. Nothing may throw, end the session, or log an error.
  */
-const DIR = fileURLToPath(new URL('../../../../shared/fixtures/portal/', import.meta.url));
+const DIR = fileURLToPath(new URL('../../fixtures/portal/', import.meta.url));
 const FILES = readdirSync(DIR)
   .filter((f) => f.endsWith('.json'))
   .sort();

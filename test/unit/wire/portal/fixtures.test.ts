@@ -5,7 +5,7 @@ import type { DecodedPortalMessage } from '../../../../src/wire/portal/types.js'
 import { b64, ip, loadFixtures, prefix } from './helpers.js';
 
 /**
- * The captured frames of `../shared/fixtures/portal`: `2025-09.*` is what the portal of the
+ * The captured portal frames (`test/fixtures/portal`): `2025-09.*` is what the portal of the
  * target era sends (every one must decode, with the values checked below); `2026-08.*` is the
  * newest tree, which must decode or be refused as unsupported, never crash.
  */

@@ -12,11 +12,11 @@ import type {
 } from '../../../../src/wire/portal/types.js';
 
 /**
- * The captured portal frames, read in place from the shared checkout (`../shared/fixtures/portal`
- * next to the repository). A missing directory throws while the test file loads: it must fail,
- * never skip.
+ * The captured portal frames (`test/fixtures/portal`, a copy of the project's shared
+ * `fixtures/portal`; `portal-fixtures-copy.test.ts` keeps the copy in sync where the shared
+ * directory exists). A missing directory throws while the test file loads: it must fail, never skip.
  */
-export const FIXTURE_DIR = fileURLToPath(new URL('../../../../../shared/fixtures/portal/', import.meta.url));
+export const FIXTURE_DIR = fileURLToPath(new URL('../../../fixtures/portal/', import.meta.url));
 
 export interface Fixture {
   readonly file: string;
