@@ -7,8 +7,14 @@ import {
   clientConnectionMachine,
 } from '../machines/client-connection.machine.js';
 import { type DesiredClient, gatewaySupervisorMachine } from '../machines/gateway-supervisor.machine.js';
-import { type ClientSpec, Router, type RouterEvent, type RouterIo } from '../router/router.js';
-import type { ClientId, ResourceId } from '../wire/ids.js';
+import {
+  type ClientSpec,
+  type NatRequest,
+  Router,
+  type RouterEvent,
+  type RouterIo,
+} from '../router/router.js';
+import type { ClientId } from '../wire/ids.js';
 import type { DomainStatus } from '../wire/p2p/control.js';
 import type { Grant } from '../wire/policy.js';
 import type { Clock } from './clock.js';
@@ -207,15 +213,7 @@ export class Gateway {
    * Sets up DNS-resource NAT for one client: its proxy IPs for `domain` onto `realAddrs`
    * (the legacy flow; newer clients ask over the tunnel). Returns the status to report.
    */
-  setupNat(
-    id: ClientId,
-    req: {
-      resourceId: ResourceId;
-      domain: string;
-      proxyIps: readonly Uint8Array[];
-      realAddrs: readonly Uint8Array[];
-    },
-  ): DomainStatus {
+  setupNat(id: ClientId, req: NatRequest): DomainStatus {
     const status = this.router.setupNat(id, req);
     this.afterTurn();
     return status;

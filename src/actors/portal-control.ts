@@ -5,12 +5,11 @@ import type { ClientId, RelayId, ResourceId } from '../wire/ids.js';
 import { formatIp } from '../wire/ip/address.js';
 import { formatPrefix } from '../wire/ip/prefix.js';
 import { FIREZONE_FWMARK, FIREZONE_TABLE } from '../wire/netlink/constants.js';
-import type { DomainStatus } from '../wire/p2p/control.js';
 import { type Grant, type Resource, TUNNEL_RANGE_V4, TUNNEL_RANGE_V6 } from '../wire/policy.js';
 import type { PortalMessage, Relay } from '../wire/portal/types.js';
 import { FIREZONE_PROFILE } from '../wire/wireguard/constants.js';
 import type { Clock } from './clock.js';
-import type { GatewayLog } from './gateway.js';
+import type { Gateway, GatewayLog } from './gateway.js';
 
 /**
  * The portal's side of the gateway (`spec/gateway-dataplane.md` §9, `spec/portal-protocol.md`
@@ -33,25 +32,10 @@ import type { GatewayLog } from './gateway.js';
  */
 
 /** What the control plane needs from the gateway runtime. */
-export interface PortalControlGateway {
-  setInterface(ipv4: Uint8Array | undefined, ipv6: Uint8Array | undefined): void;
-  /** Returns whether the client is installed afterwards. */
-  upsertClient(client: { spec: ClientSpec; grants: readonly Grant[]; ice?: ClientIce | undefined }): boolean;
-  revokeClient(id: ClientId): void;
-  clientEvent(
-    id: ClientId,
-    event: { type: 'ice.candidates' | 'ice.candidates-invalidated'; candidates: readonly string[] },
-  ): void;
-  setupNat(
-    id: ClientId,
-    req: {
-      resourceId: ResourceId;
-      domain: string;
-      proxyIps: readonly Uint8Array[];
-      realAddrs: readonly Uint8Array[];
-    },
-  ): DomainStatus;
-}
+export type PortalControlGateway = Pick<
+  Gateway,
+  'setInterface' | 'upsertClient' | 'revokeClient' | 'clientEvent' | 'setupNat'
+>;
 
 export interface PortalControlDeps {
   readonly gateway: PortalControlGateway;
@@ -244,26 +228,8 @@ export class PortalControlPlane {
 
   private authorizeFlow(msg: Extract<PortalMessage, { type: 'authorize_flow' }>): void {
     const log = { client: msg.client.id, resource: msg.resource.id };
-    if (!this.iface) {
-      this.deps.log.warn(log, 'authorize_flow before init: not authorized, no reply');
-      return;
-    }
-    if (this.relayMap.size === 0) {
-      // §2.2: without a TURN server no connection can be made; a fresh init brings relays.
-      this.deps.log.warn(log, 'No relays known: reconnecting to the portal, no reply');
-      this.deps.reconnect();
-      return;
-    }
-    const c = msg.client;
-    const spec: ClientSpec = {
-      id: c.id,
-      publicKey: c.publicKey,
-      presharedKey: c.presharedKey,
-      profile: FIREZONE_PROFILE,
-      ipv4: c.ipv4,
-      ipv6: c.ipv6,
-      roaming: true,
-    };
+    if (!this.canConnect(msg.type, log)) return;
+    const spec = firezoneClient(msg.client.id, msg.client);
     const ice: ClientIce = { local: msg.gatewayIce, remote: msg.clientIce };
     if (!this.grant(spec, ice, msg.resource, msg.expiresAtMs)) {
       this.deps.log.warn(log, 'Client could not be installed: no reply');
@@ -290,25 +256,8 @@ export class PortalControlPlane {
         return;
       }
     }
-    if (!this.iface) {
-      this.deps.log.warn(log, 'request_connection before init: not accepted, no reply');
-      return;
-    }
-    if (this.relayMap.size === 0) {
-      this.deps.log.warn(log, 'No relays known: reconnecting to the portal, no reply');
-      this.deps.reconnect();
-      return;
-    }
-    const p = msg.peer;
-    const spec: ClientSpec = {
-      id: msg.clientId,
-      publicKey: p.publicKey,
-      presharedKey: p.presharedKey,
-      profile: FIREZONE_PROFILE,
-      ipv4: p.ipv4,
-      ipv6: p.ipv6,
-      roaming: true,
-    };
+    if (!this.canConnect(msg.type, log)) return;
+    const spec = firezoneClient(msg.clientId, msg.peer);
     // Legacy: every request replaces the connection (fresh local ICE credentials make it new);
     // the client's other authorizations stay.
     const local = this.iceCredentials();
@@ -330,6 +279,23 @@ export class PortalControlPlane {
       ref: msg.ref,
       gateway_payload: { ConnectionAccepted: { ice_parameters: local } },
     });
+  }
+
+  /**
+   * Whether a connection can be made now: only after `init` (the gateway's tunnel addresses) and
+   * with a TURN server known (§2.2 step 2: otherwise reconnect for a fresh `init`, no reply).
+   */
+  private canConnect(event: string, log: object): boolean {
+    if (!this.iface) {
+      this.deps.log.warn({ ...log, event }, 'No init yet: not accepted, no reply');
+      return false;
+    }
+    if (this.relayMap.size === 0) {
+      this.deps.log.warn({ ...log, event }, 'No relays known: reconnecting to the portal, no reply');
+      this.deps.reconnect();
+      return false;
+    }
+    return true;
   }
 
   private async allowAccess(msg: Extract<PortalMessage, { type: 'allow_access' }>): Promise<void> {
@@ -515,6 +481,22 @@ export class PortalControlPlane {
     }
     return out;
   }
+}
+
+/** A Firezone client's WireGuard peer (its path: see the class comment). */
+function firezoneClient(
+  id: ClientId,
+  k: { publicKey: Uint8Array; presharedKey: Uint8Array; ipv4: Uint8Array; ipv6: Uint8Array },
+): ClientSpec {
+  return {
+    id,
+    publicKey: k.publicKey,
+    presharedKey: k.presharedKey,
+    profile: FIREZONE_PROFILE,
+    ipv4: k.ipv4,
+    ipv6: k.ipv6,
+    roaming: true,
+  };
 }
 
 /** `current` with the filters of `update` (same type guaranteed by the caller). */

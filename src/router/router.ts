@@ -58,6 +58,14 @@ export type RouterEvent =
     }
   | { readonly type: 'control'; readonly clientId: ClientId; readonly event: P2pControlEvent };
 
+/** A client's DNS-resource NAT request: its proxy IPs for `domain` onto the resolved addresses. */
+export interface NatRequest {
+  readonly resourceId: ResourceId;
+  readonly domain: string;
+  readonly proxyIps: readonly Uint8Array[];
+  readonly realAddrs: readonly Uint8Array[];
+}
+
 export interface ClientSpec {
   readonly id: ClientId;
   readonly publicKey: Uint8Array;
@@ -298,15 +306,7 @@ export class Router {
    * DNS-resource NAT setup (`spec/gateway-dataplane.md` §6.3): maps the client's proxy IPs for
    * `domain` onto `realAddrs`. Returns the DomainStatus to report.
    */
-  setupNat(
-    id: ClientId,
-    req: {
-      resourceId: ResourceId;
-      domain: string;
-      proxyIps: readonly Uint8Array[];
-      realAddrs: readonly Uint8Array[];
-    },
-  ): DomainStatus {
+  setupNat(id: ClientId, req: NatRequest): DomainStatus {
     const c = this.clients.get(id);
     if (!c) return 'Inactive';
     const policy = c.policy;

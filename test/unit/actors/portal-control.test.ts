@@ -146,6 +146,16 @@ function fixture() {
   return s;
 }
 
+/** After `init`: alice authorized for `resources` (without expiry) and connected. */
+function connectedAlice(...resources: Resource[]) {
+  const s = fixture();
+  s.control.handle(init([]));
+  const alice = s.client(ALICE);
+  for (const r of resources) s.authorize(alice, r);
+  s.w.connect(alice.peer);
+  return { s, alice };
+}
+
 describe('portal control plane: init (§2.1, dataplane §9.1)', () => {
   it('configures the TUN device (addresses, the tunnel routes, the fwmark rule) and keeps the relays', async () => {
     const s = fixture();
@@ -212,12 +222,7 @@ describe('portal control plane: init (§2.1, dataplane §9.1)', () => {
   });
 
   it('applies the listed expiry to existing pairs', () => {
-    const s = fixture();
-    s.control.handle(init([]));
-    const alice = s.client(ALICE);
-    s.authorize(alice, LAB);
-    s.authorize(alice, DB);
-    s.w.connect(alice.peer);
+    const { s, alice } = connectedAlice(LAB, DB);
     const now = s.w.clock.wallNow();
     s.control.handle(
       init([
@@ -250,11 +255,7 @@ describe('portal control plane: authorize_flow (§2.2, dataplane §9.2)', () => 
   });
 
   it('a second flow for the same client adds the resource and keeps the WireGuard session', () => {
-    const s = fixture();
-    s.control.handle(init([]));
-    const alice = s.client(ALICE);
-    s.authorize(alice, LAB);
-    s.w.connect(alice.peer);
+    const { s, alice } = connectedAlice(LAB);
     const handshakes = s.w.gateway.router.wg.peerByPublicKey(alice.peer.device.publicKey)!.stats
       .handshakesCompleted;
     s.authorize(alice, DB);
@@ -266,11 +267,7 @@ describe('portal control plane: authorize_flow (§2.2, dataplane §9.2)', () => 
   });
 
   it('new ICE credentials replace the connection (a new actor), keeping the authorizations', () => {
-    const s = fixture();
-    s.control.handle(init([]));
-    const alice = s.client(ALICE);
-    s.authorize(alice, LAB);
-    s.w.connect(alice.peer);
+    const { s, alice } = connectedAlice(LAB);
     s.control.handle({
       type: 'authorize_flow',
       ref: 'r2',
@@ -386,12 +383,7 @@ describe('portal control plane: authorize_flow (§2.2, dataplane §9.2)', () => 
 
 describe('portal control plane: other messages (§2.5–§2.9)', () => {
   it('reject_access removes one resource; the last one removes the client', () => {
-    const s = fixture();
-    s.control.handle(init([]));
-    const alice = s.client(ALICE);
-    s.authorize(alice, LAB);
-    s.authorize(alice, DB);
-    s.w.connect(alice.peer);
+    const { s, alice } = connectedAlice(LAB, DB);
     s.control.handle({ type: 'reject_access', clientId: ALICE, resourceId: DB.id });
     expect(s.probe(alice.peer, DB_HOST)).toBe('icmp 3/13');
     expect(s.probe(alice.peer, LAB_HOST)).toBe('forwarded');
@@ -403,11 +395,7 @@ describe('portal control plane: other messages (§2.5–§2.9)', () => {
   });
 
   it('resource_updated replaces the filters only', () => {
-    const s = fixture();
-    s.control.handle(init([]));
-    const alice = s.client(ALICE);
-    s.authorize(alice, LAB);
-    s.w.connect(alice.peer);
+    const { s, alice } = connectedAlice(LAB);
     expect(s.probe(alice.peer, LAB_HOST)).toBe('forwarded');
     // New filters (TCP 443 only) and a new address, which is ignored.
     const updated = resource(LAB.id, '10.0.0.0/8', [{ protocol: 'tcp', portStart: 443, portEnd: 443 }]);
@@ -420,12 +408,7 @@ describe('portal control plane: other messages (§2.5–§2.9)', () => {
   });
 
   it('access_authorization_expiry_updated can shorten an authorization', () => {
-    const s = fixture();
-    s.control.handle(init([]));
-    const alice = s.client(ALICE);
-    s.authorize(alice, LAB);
-    s.authorize(alice, DB);
-    s.w.connect(alice.peer);
+    const { s, alice } = connectedAlice(LAB, DB);
     s.control.handle({
       type: 'access_authorization_expiry_updated',
       clientId: ALICE,

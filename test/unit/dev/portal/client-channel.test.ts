@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { deriveIceCredentials } from '../../../../src/dev/portal/credentials.js';
 import type { DevPortal } from '../../../../src/dev/portal/server.js';
 import {
@@ -9,23 +9,10 @@ import {
   joinGateway,
   NOW_MS,
   refusedUpgrade,
-  startTestPortal,
-  type TestSocket,
+  usePortals,
 } from './harness.js';
 
-let portal: DevPortal | undefined;
-const sockets: TestSocket[] = [];
-afterEach(async () => {
-  for (const s of sockets.splice(0)) s.close();
-  await portal?.close();
-  portal = undefined;
-});
-
-async function start(opts: Parameters<typeof startTestPortal>[0] = {}) {
-  const h = await startTestPortal(opts);
-  portal = h.portal;
-  return h;
-}
+const { start, sockets } = usePortals();
 
 async function both(p: DevPortal) {
   const g = await joinGateway(p);

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { DevPortal } from '../../../../src/dev/portal/server.js';
 import {
   GATEWAY_TOKEN,
@@ -6,23 +6,11 @@ import {
   joinGateway,
   randomKey,
   refusedUpgrade,
-  startTestPortal,
   TestSocket,
+  usePortals,
 } from './harness.js';
 
-let portal: DevPortal | undefined;
-const sockets: TestSocket[] = [];
-afterEach(async () => {
-  for (const s of sockets.splice(0)) s.close();
-  await portal?.close();
-  portal = undefined;
-});
-
-async function start(opts: Parameters<typeof startTestPortal>[0] = {}) {
-  const h = await startTestPortal(opts);
-  portal = h.portal;
-  return h;
-}
+const { start, sockets } = usePortals();
 
 const url = (p: DevPortal) =>
   gatewayUrl(p, { token: GATEWAY_TOKEN, external_id: 'ext', name: 'gw', public_key: randomKey() });

@@ -1,9 +1,9 @@
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha1 } from '@noble/hashes/legacy.js';
 import { utf8ToBytes } from '@noble/hashes/utils.js';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import type { DevPortal, GatewayInfo } from '../../../../src/dev/portal/server.js';
+import type { GatewayInfo } from '../../../../src/dev/portal/server.js';
 import {
   GATEWAY_TOKEN,
   gatewayUrl,
@@ -13,21 +13,11 @@ import {
   RELAY_SECRET,
   randomKey,
   refusedUpgrade,
-  startTestPortal,
   TestSocket,
+  usePortals,
 } from './harness.js';
 
-let portal: DevPortal | undefined;
-afterEach(async () => {
-  await portal?.close();
-  portal = undefined;
-});
-
-async function start(opts: Parameters<typeof startTestPortal>[0] = {}) {
-  const h = await startTestPortal(opts);
-  portal = h.portal;
-  return h;
-}
+const { start } = usePortals();
 
 const VALID = { token: GATEWAY_TOKEN, external_id: 'gw-ext-1', name: 'gw-eu-1' };
 

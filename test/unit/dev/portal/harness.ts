@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { afterEach } from 'vitest';
 import { WebSocket } from 'ws';
 import { parsePortalPolicy } from '../../../../src/dev/portal/policy.js';
 import { type DevPortal, type DevPortalOptions, startDevPortal } from '../../../../src/dev/portal/server.js';
@@ -103,6 +104,31 @@ export async function startTestPortal(
     portal,
     setNow: (ms) => {
       now = ms;
+    },
+  };
+}
+
+/**
+ * For one test file: `start()` a portal (as {@link startTestPortal}); after each test the portal
+ * and every socket pushed onto `sockets` are closed.
+ */
+export function usePortals(): {
+  start: (opts?: DevPortalOptions) => Promise<PortalHarness>;
+  sockets: TestSocket[];
+} {
+  const sockets: TestSocket[] = [];
+  let portal: DevPortal | undefined;
+  afterEach(async () => {
+    for (const s of sockets.splice(0)) s.close();
+    await portal?.close();
+    portal = undefined;
+  });
+  return {
+    sockets,
+    start: async (opts = {}) => {
+      const h = await startTestPortal(opts);
+      portal = h.portal;
+      return h;
     },
   };
 }
