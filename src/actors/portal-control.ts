@@ -57,6 +57,8 @@ export interface PortalControlDeps {
 
 /** DNS resolution for the legacy flow gives up after this (below the 20 s handshake timeout). */
 export const LEGACY_RESOLVE_TIMEOUT_MS = 10_000;
+/** Further requests fail at once (logged) while this many resolutions run, as the reference's cap. */
+export const MAX_CONCURRENT_RESOLUTIONS = 1_000;
 
 interface PortalClientState {
   spec: ClientSpec;
@@ -76,6 +78,8 @@ export class PortalControlPlane {
   private readonly relayMap = new Map<RelayId, Relay>();
   private readonly clients = new Map<ClientId, PortalClientState>();
   private tunChain: Promise<void> = Promise.resolve();
+  /** DNS resolutions of the legacy flow in flight. */
+  private resolving = 0;
   /** `init`s applied so far. */
   inits = 0;
 
@@ -446,7 +450,11 @@ export class PortalControlPlane {
   }
 
   private resolveWithTimeout(name: string): Promise<Uint8Array[]> {
-    return new Promise((resolve, reject) => {
+    if (this.resolving >= MAX_CONCURRENT_RESOLUTIONS) {
+      return Promise.reject(new Error(`${MAX_CONCURRENT_RESOLUTIONS} resolutions already running`));
+    }
+    this.resolving++;
+    return new Promise<Uint8Array[]>((resolve, reject) => {
       const clock = this.deps.clock;
       const timer = clock.setTimeout(
         () => reject(new Error(`no answer within ${LEGACY_RESOLVE_TIMEOUT_MS} ms`)),
@@ -462,6 +470,8 @@ export class PortalControlPlane {
           reject(e instanceof Error ? e : new Error(String(e)));
         },
       );
+    }).finally(() => {
+      this.resolving--;
     });
   }
 

@@ -1,6 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../../src/actors/gateway.js';
-import { PORTAL_TUN_ROUTES, PortalControlPlane } from '../../../src/actors/portal-control.js';
+import {
+  LEGACY_RESOLVE_TIMEOUT_MS,
+  MAX_CONCURRENT_RESOLUTIONS,
+  PORTAL_TUN_ROUTES,
+  PortalControlPlane,
+} from '../../../src/actors/portal-control.js';
 import type { TunConfig } from '../../../src/io/tun.js';
 import type { ClientId, RelayId, ResourceId } from '../../../src/wire/ids.js';
 import { parseIp } from '../../../src/wire/ip/address.js';
@@ -65,6 +70,8 @@ function setup() {
     reconnect: () => reconnects++,
     resolve: async (name) => {
       resolved.push(name);
+      // A name the test wants unanswered: a lookup that never finishes.
+      if (name.startsWith('slow.')) return new Promise<Uint8Array[]>(() => undefined);
       const a = dnsAnswers.get(name);
       if (!a) throw new Error('NXDOMAIN');
       return a;
@@ -512,6 +519,27 @@ describe('portal control plane: the legacy 1.3 flow (§2.3–§2.4)', () => {
     expect(s.probe(alice.peer, PROXY)).toBe('forwarded');
     const out = s.w.tun.written.at(-1)!;
     expect([...out.subarray(16, 20)]).toEqual([172, 20, 1, 77]);
+  });
+
+  it('gives up on a lookup after 10 s, and runs at most 1000 at once', async () => {
+    const s = fixture();
+    s.control.handle(init([]));
+    const alice = s.client(ALICE);
+    for (let i = 0; i <= MAX_CONCURRENT_RESOLUTIONS; i++)
+      requestConnection(s, alice, WIKI, 'slow.corp.example');
+    await new Promise((r) => setImmediate(r));
+    expect(s.resolved).toHaveLength(MAX_CONCURRENT_RESOLUTIONS);
+    const failed = () => s.logs.filter((l) => l.msg === 'Resolving failed: connection not accepted');
+    expect(failed().map((l) => (l.obj as { err: string }).err)).toEqual(['1000 resolutions already running']);
+    s.w.clock.advance(LEGACY_RESOLVE_TIMEOUT_MS);
+    await new Promise((r) => setImmediate(r));
+    expect(failed()).toHaveLength(MAX_CONCURRENT_RESOLUTIONS + 1);
+    expect(s.sent).toEqual([]);
+    // The slots are free again.
+    s.dnsAnswers.set('wiki.corp.example', [v4(172, 20, 1, 77)]);
+    requestConnection(s, alice, WIKI, 'wiki.corp.example');
+    await new Promise((r) => setImmediate(r));
+    expect(s.sent.map((m) => m.event)).toEqual(['connection_ready']);
   });
 
   it('a domain that does not resolve gets no reply at all', async () => {
