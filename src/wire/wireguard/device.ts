@@ -85,7 +85,7 @@ export interface WgDeviceOptions {
   readonly handshakeRateLimit?: number;
 }
 
-function webRandom(n: number): Uint8Array {
+export function webRandom(n: number): Uint8Array {
   return globalThis.crypto.getRandomValues(new Uint8Array(n));
 }
 
@@ -195,6 +195,11 @@ export class WgDevice<E extends WgEndpoint> {
 
   peerByPublicKey(publicKey: Uint8Array): WgPeer<E> | undefined {
     return this.byKey.get(keyOf(publicKey));
+  }
+
+  /** The peer with this 24-bit id (the upper bits of its indices), if any. */
+  peerById(id: number): WgPeer<E> | undefined {
+    return this.byId.get(id);
   }
 
   /**
