@@ -7,6 +7,8 @@ import {
   clientConnectionMachine,
 } from '../machines/client-connection.machine.js';
 import { type DesiredClient, gatewaySupervisorMachine } from '../machines/gateway-supervisor.machine.js';
+import type { RelayAllocationEvent } from '../machines/relay-allocation.machine.js';
+import { relayAllocationMachine } from '../machines/relay-allocation.machine.js';
 import {
   type ClientSpec,
   type NatRequest,
@@ -14,9 +16,13 @@ import {
   type RouterEvent,
   type RouterIo,
 } from '../router/router.js';
+import { addressKey } from '../wire/ice/candidate.js';
 import type { ClientId } from '../wire/ids.js';
+import { parseIp } from '../wire/ip/address.js';
 import type { DomainStatus } from '../wire/p2p/control.js';
 import type { Grant } from '../wire/policy.js';
+import type { TransportAddress } from '../wire/stun/message.js';
+import type { TurnEvent, TurnRelayConfig } from '../wire/turn/client.js';
 import type { Clock } from './clock.js';
 
 /** The injected logger (pino's shape): constant messages, structured fields. */
@@ -44,8 +50,17 @@ export interface GatewayOptions {
   /** Receives every XState inspection event (logs now, the visualizer later). */
   readonly inspect?: (event: InspectionEvent) => void;
   readonly random?: (n: number) => Uint8Array;
-  /** Told when a client's actor has removed it (expired, revoked, goodbye). */
+  /** Told when a client's actor has removed it (expired, revoked, goodbye, failed). */
   readonly onClientRemoved?: (id: ClientId, reason: string | undefined) => void;
+  /** Local ICE candidates of a portal client's connection to announce / withdraw (§2.5). */
+  readonly onCandidates?: (id: ClientId, added: readonly string[], removed: readonly string[]) => void;
+  /**
+   * Our address towards a relay server (the host candidate's IP; the port is our socket's).
+   * Needed when the tunnel socket is bound to a wildcard address.
+   */
+  readonly hostAddressTowards?: (server: TransportAddress) => Promise<Uint8Array | undefined>;
+  /** SOFTWARE attribute of our TURN requests. */
+  readonly software?: string;
 }
 
 /**
@@ -64,6 +79,12 @@ export class Gateway {
   private readonly opts: GatewayOptions;
   /** The connection parameters of every supervised client (read by `installClient`). */
   private readonly specs = new Map<ClientId, ClientPolicy>();
+  /** The relays the portal offers, and our host addresses towards them (read by `installRelay`). */
+  private readonly relayConfigs = new Map<string, { config: TurnRelayConfig; hosts: TransportAddress[] }>();
+  /** Which relay-allocation actor currently owns each relay in the router. */
+  private readonly relayOwners = new Map<string, string>();
+  private relayChain: Promise<void> = Promise.resolve();
+  private relayUpdatesQueued = 0;
   private readonly supervisor: Actor<typeof gatewaySupervisorMachine>;
   private timer: unknown;
   private timerAt = Number.POSITIVE_INFINITY;
@@ -91,6 +112,7 @@ export class Gateway {
       now: this.clock.now(),
       wallClockOffsetMs: this.clock.wallNow() - this.clock.now(),
       ...(opts.random ? { random: opts.random } : {}),
+      ...(opts.software ? { software: opts.software } : {}),
     });
     const router = this.router;
     const client = clientConnectionMachine.provide({
@@ -98,7 +120,8 @@ export class Gateway {
         installClient: ({ context }) => {
           const spec = this.specs.get(context.clientId)?.spec;
           if (!spec) throw new Error(`no connection parameters for client ${context.clientId}`);
-          const displaced = router.addClient(spec, this.clock.now());
+          const ice = this.specs.get(context.clientId)?.ice;
+          const displaced = router.addClient(ice ? { ...spec, ice } : spec, this.clock.now());
           if (displaced.length > 0) {
             this.log.warn(
               { client: spec.id, from: displaced },
@@ -108,20 +131,63 @@ export class Gateway {
           router.setGrants(context.clientId, context.grants);
         },
         updateGrants: ({ context }) => router.setGrants(context.clientId, context.grants),
+        feedCandidates: ({ context, event }) => {
+          if (event.type === 'ice.candidates') {
+            router.addRemoteCandidates(context.clientId, event.candidates, this.clock.now());
+          } else if (event.type === 'ice.candidates-invalidated') {
+            router.invalidateRemoteCandidates(context.clientId, event.candidates, this.clock.now());
+          }
+        },
         removeClient: ({ context }) => {
           router.removeClient(
             context.clientId,
             this.clock.now(),
             context.endReason !== 'goodbye' && this.isFirezone(context.clientId),
           );
-          this.log.info({ client: context.clientId, reason: context.endReason }, 'Client removed');
+          this.log.info(
+            {
+              client: context.clientId,
+              reason: context.endReason,
+              ...(context.failure ? { failure: context.failure } : {}),
+            },
+            'Client removed',
+          );
           this.opts.onClientRemoved?.(context.clientId, context.endReason);
         },
       },
     });
-    const supervisor = gatewaySupervisorMachine.provide({
-      actors: { clientConnection: client },
+    const relay = relayAllocationMachine.provide({
       actions: {
+        installRelay: ({ context, self }) => {
+          const r = this.relayConfigs.get(context.relayId);
+          if (!r) throw new Error(`no configuration for relay ${context.relayId}`);
+          router.addRelay(r.config, r.hosts, this.clock.now());
+          this.relayOwners.set(context.relayId, self.id);
+          this.log.info(
+            {
+              relay: context.relayId,
+              servers: r.config.servers.map(addressKey),
+              hosts: r.hosts.map(addressKey),
+            },
+            'Relay added',
+          );
+        },
+        command: ({ context }, params) => router.relayCommand(context.relayId, params.cmd, this.clock.now()),
+        freeRelay: ({ context, self }) => {
+          if (this.relayOwners.get(context.relayId) !== self.id) return;
+          this.relayOwners.delete(context.relayId);
+          router.removeRelay(context.relayId, this.clock.now());
+          this.log.warn({ relay: context.relayId, lastError: context.lastError ?? null }, 'Relay freed');
+        },
+      },
+    });
+    const supervisor = gatewaySupervisorMachine.provide({
+      actors: { clientConnection: client, relayAllocation: relay },
+      actions: {
+        cleanupRelay: (_, params) => {
+          this.relayOwners.delete(params.relayId);
+          router.removeRelay(params.relayId, this.clock.now());
+        },
         cleanupClient: (_, params) => {
           const id = params.clientId as ClientId;
           if (router.removeClient(id, this.clock.now(), params.goodbye && this.isFirezone(id))) {
@@ -190,7 +256,14 @@ export class Gateway {
    * whether the client is installed afterwards.
    */
   upsertClient(client: ClientPolicy): boolean {
-    this.supervisor.send({ type: 'client.upsert', client: this.desire(client) });
+    const before = this.supervisor.getSnapshot().context.clients[client.spec.id];
+    const desired = this.desire(client);
+    this.supervisor.send({ type: 'client.upsert', client: desired });
+    // The same connection asked for again (§2.11): keep it, announce every local candidate again.
+    if (client.ice && before?.identity === desired.identity) {
+      const all = this.router.localCandidates(client.spec.id);
+      if (all.length > 0) this.opts.onCandidates?.(client.spec.id, all, []);
+    }
     this.afterTurn();
     // Actors start synchronously: one whose installation failed is already cleaned up and gone.
     return this.supervisor.getSnapshot().context.clients[client.spec.id] !== undefined;
@@ -207,6 +280,84 @@ export class Gateway {
   clientEvent(id: ClientId, event: ClientConnectionEvent): void {
     this.supervisor.send({ type: 'client.event', clientId: id, event });
     this.afterTurn();
+  }
+
+  /**
+   * Applies the portal's relay news (spec/snownet.md §3.6): `connected` relays are allocated (or
+   * kept when unchanged, replaced when their credentials or addresses changed), `disconnected`
+   * ones freed, and every other known relay is poked to test that it is alive. Resolves once the
+   * relay actors have the update (our host addresses towards new relays are looked up first).
+   */
+  updateRelays(connected: readonly TurnRelayConfig[], disconnected: readonly string[]): Promise<void> {
+    const apply = (hosts: TransportAddress[][]) => {
+      if (this.stopped) return;
+      const desired = connected.map((config, i) => {
+        const key = relayKey(config);
+        const previous = this.relayConfigs.get(config.id);
+        if (!previous || relayKey(previous.config) !== key || !this.relayOwners.has(config.id)) {
+          this.relayConfigs.set(config.id, { config, hosts: hosts[i]! });
+        }
+        return { relayId: config.id, key };
+      });
+      for (const id of disconnected) this.relayConfigs.delete(id);
+      this.supervisor.send({ type: 'relays.update', connected: desired, disconnected: [...disconnected] });
+      this.afterTurn();
+    };
+    // With the socket bound to a specific address (and no update queued) this is synchronous;
+    // otherwise our addresses towards the relays are looked up first, in order.
+    const known = connected.map((c) => this.boundHosts(c.servers));
+    if (this.relayUpdatesQueued === 0 && known.every((h) => h !== undefined)) {
+      apply(known as TransportAddress[][]);
+      return Promise.resolve();
+    }
+    this.relayUpdatesQueued++;
+    const step = async () => {
+      const hosts: TransportAddress[][] = [];
+      for (const c of connected) {
+        const h: TransportAddress[] = [];
+        for (const server of c.servers) {
+          const a = await this.hostAddress(server);
+          if (a) h.push(a);
+        }
+        hosts.push(h);
+      }
+      this.relayUpdatesQueued--;
+      apply(hosts);
+    };
+    this.relayChain = this.relayChain.then(step, step);
+    return this.relayChain;
+  }
+
+  /** The relays with a live allocation actor, and each one's state (for tests and inspection). */
+  relayStates(): Record<string, unknown> {
+    const snap = this.supervisor.getSnapshot();
+    const out: Record<string, unknown> = {};
+    for (const [id, r] of Object.entries(snap.context.relays))
+      out[id] = snap.children[r.actorId]?.getSnapshot().value;
+    return out;
+  }
+
+  /** Our host addresses towards `servers` when the sockets are bound to specific addresses. */
+  private boundHosts(servers: readonly TransportAddress[]): TransportAddress[] | undefined {
+    const out: TransportAddress[] = [];
+    for (const server of servers) {
+      const sock = server.ip.length === 4 ? this.opts.udp4 : this.opts.udp6;
+      if (!sock) continue;
+      const bound = parseIp(sock.localAddress);
+      if (!bound || bound.every((b) => b === 0)) return undefined;
+      out.push({ ip: bound, port: sock.localPort });
+    }
+    return out;
+  }
+
+  /** Our host address towards `server`: the socket's own address, or what the kernel would pick. */
+  private async hostAddress(server: TransportAddress): Promise<TransportAddress | undefined> {
+    const sock = server.ip.length === 4 ? this.opts.udp4 : this.opts.udp6;
+    if (!sock) return undefined;
+    const bound = this.boundHosts([server]);
+    if (bound) return bound[0];
+    const ip = await this.opts.hostAddressTowards?.(server).catch(() => undefined);
+    return ip ? { ip, port: sock.localPort } : undefined;
   }
 
   /**
@@ -232,9 +383,19 @@ export class Gateway {
     return Object.keys(this.supervisor.getSnapshot().context.clients);
   }
 
-  /** The state of one client's connection actor, or undefined. */
+  /**
+   * The state of one client's WireGuard tunnel (`authorized`, `handshaking`, `connected`, `idle`)
+   * while it is live, else its connection actor's state; undefined without an actor.
+   */
   clientState(id: string): unknown {
-    return this.clientSnapshot(id)?.value;
+    const v = this.clientSnapshot(id)?.value;
+    return typeof v === 'object' && v !== null && 'live' in v ? (v.live as { tunnel: string }).tunnel : v;
+  }
+
+  /** The state of one portal client's ICE path (`checking`, `selected`, `disconnected`), or `direct`. */
+  pathState(id: string): string | undefined {
+    const v = this.clientSnapshot(id)?.value;
+    return typeof v === 'object' && v !== null && 'live' in v ? (v.live as { path: string }).path : undefined;
   }
 
   /** One client's connection actor snapshot (state and context), or undefined. */
@@ -279,8 +440,37 @@ export class Gateway {
   }
 
   private dispatch(e: RouterEvent): void {
+    if (e.type === 'relay') {
+      this.dispatchRelay(e.relayId, e.event);
+      return;
+    }
+    if (e.type === 'candidates') {
+      this.opts.onCandidates?.(e.clientId, e.added, e.removed);
+      return;
+    }
     let event: ClientConnectionEvent | undefined;
     switch (e.type) {
+      case 'ice':
+        event =
+          e.event.type === 'state'
+            ? { type: 'ice.state', state: e.event.state }
+            : {
+                type: 'ice.selected',
+                remote: addressKey(e.event.remote),
+                relay: e.event.local.via.kind === 'relay' ? e.event.local.via.relay : undefined,
+              };
+        if (e.event.type === 'selected') {
+          this.log.info(
+            {
+              client: e.clientId,
+              remote: event.type === 'ice.selected' ? event.remote : null,
+              relay: e.event.local.via.kind === 'relay' ? e.event.local.via.relay : null,
+              local: e.event.local.kind,
+            },
+            'ICE path selected',
+          );
+        }
+        break;
       case 'handshake-started':
         event = { type: 'wg.handshake-started', initiator: e.initiator };
         break;
@@ -319,6 +509,48 @@ export class Gateway {
     }
     if (event) this.supervisor.send({ type: 'client.event', clientId: e.clientId, event });
   }
+
+  private dispatchRelay(relayId: string, e: TurnEvent): void {
+    let event: RelayAllocationEvent | undefined;
+    switch (e.type) {
+      case 'bound':
+        event = { type: 'relay.bound' };
+        break;
+      case 'allocated':
+        this.log.info(
+          { relay: relayId, relayed: e.relayed.map(addressKey), lifetimeS: e.lifetimeS },
+          'Relay allocation ready',
+        );
+        event = { type: 'relay.allocated', lifetimeS: e.lifetimeS };
+        break;
+      case 'refreshed':
+        event = { type: 'relay.refreshed', lifetimeS: e.lifetimeS };
+        break;
+      case 'deleted':
+        event = { type: 'relay.deleted' };
+        break;
+      case 'failed':
+        if (e.request !== 'channel-bind') {
+          this.log.warn(
+            { relay: relayId, request: e.request, reason: e.reason, err: e.message },
+            'Relay request failed',
+          );
+        }
+        event = { type: 'relay.failed', request: e.request, reason: e.reason, message: e.message };
+        break;
+      case 'allocation-mismatch':
+        this.log.info({ relay: relayId, request: e.request }, 'Relay allocation out of sync; repairing');
+        break;
+      case 'channel-bound':
+        break;
+    }
+    if (event) this.supervisor.send({ type: 'relay.event', relayId, event });
+  }
+}
+
+/** What makes a relay's allocation a new one when it changes: credentials and addresses. */
+function relayKey(c: TurnRelayConfig): string {
+  return [c.username, c.password, ...c.servers.map(addressKey)].join('|');
 }
 
 function hex(b: Uint8Array | undefined): string {

@@ -7,6 +7,7 @@ import { formatPrefix } from '../wire/ip/prefix.js';
 import { FIREZONE_FWMARK, FIREZONE_TABLE } from '../wire/netlink/constants.js';
 import { type Grant, type Resource, TUNNEL_RANGE_V4, TUNNEL_RANGE_V6 } from '../wire/policy.js';
 import type { PortalMessage, Relay } from '../wire/portal/types.js';
+import type { TurnRelayConfig } from '../wire/turn/client.js';
 import { FIREZONE_PROFILE } from '../wire/wireguard/constants.js';
 import type { Clock } from './clock.js';
 import type { Gateway, GatewayLog } from './gateway.js';
@@ -26,15 +27,18 @@ import type { Gateway, GatewayLog } from './gateway.js';
  * - Re-authorizing a resource refreshes its expiry (the reference's later fix), not just filters.
  * - `authorize_flow` before any `init` is refused (logged, no reply) instead of replying
  *   `flow_authorized` for an authorization that was silently not stored.
- * - Until the ICE layer lands, a portal client's WireGuard path is wherever its authenticated
- *   packets come from (as for a plain WireGuard peer); the ICE credentials and candidates are
- *   recorded on its connection actor.
+ *
+ * ICE and relays (`spec/snownet.md` §2.5, §3.6): the relays of `init` and `relays_presence` go
+ * to the gateway's relay-allocation actors; the client's candidates go to its connection's ICE
+ * agent, and the gateway's own candidates come back here to be broadcast to the client. A
+ * connection that fails (ICE or WireGuard gave up) keeps its authorizations here, so the client
+ * can connect again with a new flow.
  */
 
 /** What the control plane needs from the gateway runtime. */
 export type PortalControlGateway = Pick<
   Gateway,
-  'setInterface' | 'upsertClient' | 'revokeClient' | 'clientEvent' | 'setupNat'
+  'setInterface' | 'upsertClient' | 'revokeClient' | 'clientEvent' | 'setupNat' | 'updateRelays'
 >;
 
 export interface PortalControlDeps {
@@ -99,9 +103,20 @@ export class PortalControlPlane {
     return out;
   }
 
-  /** The gateway removed a client on its own (expiry, goodbye): forget its authorizations. */
-  clientRemoved(id: ClientId): void {
-    this.clients.delete(id);
+  /**
+   * The gateway removed a client on its own. Expiry and goodbye end its authorizations; a failed
+   * connection does not (the client reconnects with the same authorizations, §2.9).
+   */
+  clientRemoved(id: ClientId, reason?: string): void {
+    if (reason !== 'failed') this.clients.delete(id);
+  }
+
+  /** Our ICE candidates for a client's connection, added or withdrawn: tell the client (§2.5). */
+  localCandidates(id: ClientId, added: readonly string[], removed: readonly string[]): void {
+    if (added.length > 0) this.deps.send('broadcast_ice_candidates', { client_ids: [id], candidates: added });
+    if (removed.length > 0) {
+      this.deps.send('broadcast_invalidated_ice_candidates', { client_ids: [id], candidates: removed });
+    }
   }
 
   /** Resolves once every TUN configuration started so far has been applied (or has failed). */
@@ -147,6 +162,7 @@ export class PortalControlPlane {
       case 'relays_presence':
         for (const id of msg.disconnectedIds) this.relayMap.delete(id);
         this.addRelays(msg.connected);
+        void this.deps.gateway.updateRelays(msg.connected.map(turnRelay), msg.disconnectedIds);
         this.deps.log.info(
           {
             disconnected: msg.disconnectedIds.length,
@@ -161,8 +177,9 @@ export class PortalControlPlane {
 
   private init(msg: Extract<PortalMessage, { type: 'init' }>): void {
     this.inits++;
-    // 1. Relays: added or replaced, never removed by `init` (§2.1 step 2).
+    // 1. Relays: added or replaced, never removed by `init` (§2.1 step 2); the others are poked.
     this.addRelays(msg.relays);
+    void this.deps.gateway.updateRelays(msg.relays.map(turnRelay), []);
     // 2. The gateway's tunnel addresses: needed before any access can be granted.
     this.iface = msg.interface;
     this.deps.gateway.setInterface(msg.interface.ipv4, msg.interface.ipv6);
@@ -493,7 +510,12 @@ export class PortalControlPlane {
   }
 }
 
-/** A Firezone client's WireGuard peer (its path: see the class comment). */
+/** A portal relay as the TURN client knows it (the realm is always `firezone`, §3.1). */
+function turnRelay(r: Relay): TurnRelayConfig {
+  return { id: r.id, servers: r.addresses, username: r.username, password: r.password };
+}
+
+/** A Firezone client's WireGuard peer; its path is what ICE selects. */
 function firezoneClient(
   id: ClientId,
   k: { publicKey: Uint8Array; presharedKey: Uint8Array; ipv4: Uint8Array; ipv6: Uint8Array },

@@ -8,12 +8,15 @@ import { Gateway, type GatewayLog } from '../actors/gateway.js';
 import { PortalRuntime } from '../actors/portal-runtime.js';
 import type { OpenPortalSocket } from '../actors/portal-session.js';
 import { GatewayError } from '../errors.js';
+import { sourceAddressTowards } from '../io/route-source.js';
 import type { TunDevice } from '../io/tun.js';
 import type { UdpSocket } from '../io/udp.js';
 import { parseIp } from '../wire/ip/address.js';
 import { formatKey } from '../wire/keys.js';
 import { buildLoginUrl, userAgent } from '../wire/portal/login-url.js';
+import type { TransportAddress } from '../wire/stun/message.js';
 import { clampPrivateKey, publicKeyOf } from '../wire/wireguard/crypto.js';
+import { GATEWAY_VERSION } from './version.js';
 
 /**
  * Portal mode (`spec/portal-protocol.md` §6.2 from "connect" on): a fresh WireGuard key for this
@@ -37,6 +40,8 @@ export interface PortalModeOptions {
   readonly random?: (n: number) => Uint8Array;
   readonly resolve?: (name: string) => Promise<Uint8Array[]>;
   readonly inspect?: (event: InspectionEvent) => void;
+  /** Our address towards a relay (tests on simulated I/O); the kernel's choice by default. */
+  readonly hostAddressTowards?: (server: TransportAddress) => Promise<Uint8Array | undefined>;
 }
 
 export interface PortalMode {
@@ -106,7 +111,10 @@ export function startPortalMode(o: PortalModeOptions): PortalMode {
     udp6: o.udp6,
     log: o.gatewayLog,
     random,
-    onClientRemoved: (id) => runtime?.control.clientRemoved(id),
+    onClientRemoved: (id, reason) => runtime?.control.clientRemoved(id, reason),
+    onCandidates: (id, added, removed) => runtime?.control.localCandidates(id, added, removed),
+    hostAddressTowards: o.hostAddressTowards ?? ((server) => sourceAddressTowards(server.ip)),
+    software: `firezone-gateway/${GATEWAY_VERSION}`,
     ...(o.inspect ? { inspect: o.inspect } : {}),
   });
   runtime = new PortalRuntime({

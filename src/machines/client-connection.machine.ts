@@ -4,18 +4,27 @@ import type { Grant } from '../wire/policy.js';
 
 /**
  * One client's connection to the gateway, from authorization to removal: a plain WireGuard peer
- * (standalone mode) or a portal client, whose ICE credentials and candidates are recorded here
- * for the ICE agent. Data packets never reach this machine; the router reports lifecycle changes.
+ * (standalone mode) or a portal client reached through ICE. Data packets never reach this
+ * machine; the router reports lifecycle changes. While the client is live, two regions run side
+ * by side:
  *
- *   authorized ──handshake started──▶ handshaking ──session──▶ connected ⇄ idle
- *        ▲                                 │                      │
- *        └────────── connection failed ◀───┴──────────────────────┘
- *   any ──all grants expired──▶ expired ─┐
- *   any ──revoked / goodbye ───▶ revoked ┴─▶ removed (final)
+ *   tunnel: authorized ──handshake started──▶ handshaking ──session──▶ connected ⇄ idle
+ *               ▲                                   │                      │
+ *               └───── connection failed (plain peer) ◀┴──────────────────────┘
+ *   path:   direct (plain peer: wherever its authenticated packets come from)
+ *           checking ──pair selected──▶ selected ⇄ disconnected
  *
- * `installClient` puts the peer and its grants into the router on entry; `removeClient` takes
- * them out on reaching `removed`. An actor stopped from outside runs no exit actions, so the
- * supervisor cleans the router up itself in that case. Why it ended is in `context.endReason`.
+ *   checking, no remote candidate for 10 s ─┐
+ *   disconnected for 2 s ───────────────────┼─▶ failed ─┐
+ *   WireGuard connection failed (ICE) ──────┘           │
+ *   any ──all grants expired──▶ expired ────────────────┼─▶ removed (final)
+ *   any ──revoked / goodbye ───▶ revoked ───────────────┘
+ *
+ * `installClient` puts the peer, its grants and (portal clients) its ICE agent into the router
+ * on entry; `removeClient` takes them out on reaching `removed`. An actor stopped from outside
+ * runs no exit actions, so the supervisor cleans the router up itself in that case. Why it
+ * ended is in `context.endReason`; a failed connection says no goodbye and its authorization
+ * stays with the control plane, so the client can simply connect again (spec/snownet.md §2.9).
  */
 /** A portal connection's ICE credentials: ours (local) and the client's (remote). */
 export interface ClientIce {
@@ -38,11 +47,20 @@ export interface ClientConnectionContext {
   grants: readonly Grant[];
   /** Whether the current session was started by the gateway. */
   initiator: boolean | undefined;
-  endReason: 'expired' | 'revoked' | 'goodbye' | undefined;
+  endReason: 'expired' | 'revoked' | 'goodbye' | 'failed' | undefined;
   readonly ice: ClientIce | undefined;
   /** The client's ICE candidates as the portal relayed them (SDP `candidate:` strings). */
   remoteCandidates: readonly string[];
+  /** The selected ICE path (`ip:port`, and the relay it goes through), for inspection. */
+  path: { readonly remote: string; readonly relay: string | undefined } | undefined;
+  /** Why the connection failed, when it did. */
+  failure: string | undefined;
 }
+
+/** No remote candidate this long after the connection was created: it failed (§2.9). */
+export const CANDIDATE_TIMEOUT_MS = 10_000;
+/** ICE disconnected (no viable pair) this long: it failed (§2.9). */
+export const DISCONNECT_TIMEOUT_MS = 2_000;
 
 export type ClientConnectionEvent =
   | { type: 'wg.handshake-started'; initiator: boolean }
@@ -55,7 +73,11 @@ export type ClientConnectionEvent =
   | { type: 'policy.revoke' }
   | { type: 'control.goodbye' }
   | { type: 'ice.candidates'; candidates: readonly string[] }
-  | { type: 'ice.candidates-invalidated'; candidates: readonly string[] };
+  | { type: 'ice.candidates-invalidated'; candidates: readonly string[] }
+  /** The ICE agent's state (router). */
+  | { type: 'ice.state'; state: 'checking' | 'connected' | 'disconnected' }
+  /** ICE selected the pair to send on (router). */
+  | { type: 'ice.selected'; remote: string; relay: string | undefined };
 
 export const clientConnectionMachine = setup({
   types: {
@@ -68,6 +90,8 @@ export const clientConnectionMachine = setup({
     installClient: notProvided('installClient'),
     /** Replaces the client's grants in the router. */
     updateGrants: notProvided('updateGrants'),
+    /** Hands the portal's ICE candidates (added or invalidated) to the router's ICE agent. */
+    feedCandidates: notProvided('feedCandidates'),
     /** Removes the client from the router (saying goodbye to a Firezone client). */
     removeClient: notProvided('removeClient'),
     storeGrants: assign({
@@ -92,6 +116,14 @@ export const clientConnectionMachine = setup({
           ? context.remoteCandidates.filter((c) => !event.candidates.includes(c))
           : context.remoteCandidates,
     }),
+    recordWgFailure: assign({
+      failure: ({ event }) =>
+        event.type === 'wg.connection-failed' ? `WireGuard: ${event.reason}` : undefined,
+    }),
+    recordPath: assign({
+      path: ({ context, event }) =>
+        event.type === 'ice.selected' ? { remote: event.remote, relay: event.relay } : context.path,
+    }),
     recordInitiator: assign({
       initiator: ({ event }) => (event.type === 'wg.session-established' ? event.initiator : undefined),
     }),
@@ -99,17 +131,27 @@ export const clientConnectionMachine = setup({
   guards: {
     noGrantsLeft: ({ event }) => event.type === 'grants.expired' && event.remaining === 0,
     revokesEverything: ({ event }) => event.type === 'policy.update' && event.grants.length === 0,
+    usesIce: ({ context }) => context.ice !== undefined,
+    noRemoteCandidates: ({ context }) => context.remoteCandidates.length === 0,
+    iceDisconnected: ({ event }) => event.type === 'ice.state' && event.state === 'disconnected',
+    iceConnected: ({ event }) => event.type === 'ice.state' && event.state === 'connected',
+    iceChecking: ({ event }) => event.type === 'ice.state' && event.state === 'checking',
+  },
+  delays: {
+    candidateTimeout: CANDIDATE_TIMEOUT_MS,
+    disconnectTimeout: DISCONNECT_TIMEOUT_MS,
   },
 }).createMachine({
   id: 'clientConnection',
   description:
     'One client from authorization to removal: a plain WireGuard peer in standalone mode, or a portal ' +
-    'client with the ICE credentials and remote candidates of its connection recorded (the ICE agent is ' +
-    'not part of this build yet). The router reports lifecycle changes (handshakes, sessions, idleness, ' +
-    'expiry) and never single packets. On entry the client and its grants go into the router ' +
-    '(`installClient`); reaching `removed` takes them out. A failed connection returns to `authorized`, ' +
-    'where the peer may simply come back: authorization, not the WireGuard session, decides whether a ' +
-    'client exists.',
+    'client reached through ICE (directly or through a relay). The router reports lifecycle changes ' +
+    '(handshakes, sessions, idleness, expiry, ICE state and the selected pair) and never single packets. ' +
+    'While live, the tunnel region follows the WireGuard session and the path region the ICE agent. On ' +
+    'entry the client, its grants and its ICE agent go into the router (`installClient`); reaching ' +
+    '`removed` takes them out. A failed WireGuard session of a plain peer returns to `authorized`, where ' +
+    'the peer may simply come back; an ICE connection that fails (no candidates in 10 s, disconnected ' +
+    'for 2 s, WireGuard gave up) ends, silently, and the client reconnects through the portal.',
   context: ({ input }) => ({
     clientId: input.clientId,
     grants: input.grants,
@@ -117,8 +159,10 @@ export const clientConnectionMachine = setup({
     endReason: undefined,
     ice: input.ice,
     remoteCandidates: [],
+    path: undefined,
+    failure: undefined,
   }),
-  initial: 'authorized',
+  initial: 'live',
   entry: 'installClient',
   on: {
     'policy.update': [
@@ -128,35 +172,97 @@ export const clientConnectionMachine = setup({
     'policy.revoke': { target: '.revoked' },
     'control.goodbye': { target: '.revoked', actions: assign({ endReason: 'goodbye' }) },
     'grants.expired': [{ guard: 'noGrantsLeft', target: '.expired' }, { actions: 'dropExpiredGrants' }],
-    // Recorded for the ICE agent; the path itself is still the WireGuard peer's own.
-    'ice.candidates': { actions: 'addCandidates' },
-    'ice.candidates-invalidated': { actions: 'removeCandidates' },
+    // The agent in the router checks them; the context keeps them for inspection.
+    'ice.candidates': { actions: ['addCandidates', 'feedCandidates'] },
+    'ice.candidates-invalidated': { actions: ['removeCandidates', 'feedCandidates'] },
   },
   states: {
-    authorized: {
-      on: {
-        'wg.handshake-started': { target: 'handshaking' },
-        'wg.session-established': { target: 'connected', actions: 'recordInitiator' },
-      },
-    },
-    handshaking: {
-      on: {
-        'wg.session-established': { target: 'connected', actions: 'recordInitiator' },
-        'wg.connection-failed': { target: 'authorized' },
-      },
-    },
-    connected: {
-      on: {
-        'traffic.idle': { target: 'idle' },
-        'wg.session-established': { actions: 'recordInitiator' },
-        'wg.connection-failed': { target: 'authorized' },
-      },
-    },
-    idle: {
-      on: {
-        'traffic.active': { target: 'connected' },
-        'wg.session-established': { actions: 'recordInitiator' },
-        'wg.connection-failed': { target: 'authorized' },
+    live: {
+      type: 'parallel',
+      states: {
+        tunnel: {
+          initial: 'authorized',
+          states: {
+            authorized: {
+              on: {
+                'wg.handshake-started': { target: 'handshaking' },
+                'wg.session-established': { target: 'connected', actions: 'recordInitiator' },
+              },
+            },
+            handshaking: {
+              on: {
+                'wg.session-established': { target: 'connected', actions: 'recordInitiator' },
+                'wg.connection-failed': [
+                  { guard: 'usesIce', target: '#clientConnection.failed', actions: 'recordWgFailure' },
+                  { target: 'authorized' },
+                ],
+              },
+            },
+            connected: {
+              on: {
+                'traffic.idle': { target: 'idle' },
+                'wg.session-established': { actions: 'recordInitiator' },
+                'wg.connection-failed': [
+                  { guard: 'usesIce', target: '#clientConnection.failed', actions: 'recordWgFailure' },
+                  { target: 'authorized' },
+                ],
+              },
+            },
+            idle: {
+              on: {
+                'traffic.active': { target: 'connected' },
+                'wg.session-established': { actions: 'recordInitiator' },
+                'wg.connection-failed': [
+                  { guard: 'usesIce', target: '#clientConnection.failed', actions: 'recordWgFailure' },
+                  { target: 'authorized' },
+                ],
+              },
+            },
+          },
+        },
+        path: {
+          initial: 'pending',
+          states: {
+            pending: {
+              always: [{ guard: 'usesIce', target: 'checking' }, { target: 'direct' }],
+            },
+            direct: {},
+            checking: {
+              after: {
+                candidateTimeout: {
+                  guard: 'noRemoteCandidates',
+                  target: '#clientConnection.failed',
+                  actions: assign({ failure: 'no remote ICE candidate within 10 s' }),
+                },
+              },
+              on: {
+                'ice.selected': { target: 'selected', actions: 'recordPath' },
+                'ice.state': { guard: 'iceDisconnected', target: 'disconnected' },
+              },
+            },
+            selected: {
+              on: {
+                'ice.selected': { actions: 'recordPath' },
+                'ice.state': { guard: 'iceDisconnected', target: 'disconnected' },
+              },
+            },
+            disconnected: {
+              after: {
+                disconnectTimeout: {
+                  target: '#clientConnection.failed',
+                  actions: assign({ failure: 'ICE disconnected for 2 s' }),
+                },
+              },
+              on: {
+                'ice.selected': { target: 'selected', actions: 'recordPath' },
+                'ice.state': [
+                  { guard: 'iceConnected', target: 'selected' },
+                  { guard: 'iceChecking', target: 'checking' },
+                ],
+              },
+            },
+          },
+        },
       },
     },
     expired: {
@@ -165,6 +271,10 @@ export const clientConnectionMachine = setup({
     },
     revoked: {
       entry: assign({ endReason: ({ context }) => context.endReason ?? 'revoked', grants: [] }),
+      always: { target: 'removed' },
+    },
+    failed: {
+      entry: assign({ endReason: 'failed' }),
       always: { target: 'removed' },
     },
     removed: { type: 'final', entry: 'removeClient' },

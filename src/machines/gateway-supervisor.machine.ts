@@ -7,6 +7,7 @@ import {
   type ClientIce,
   clientConnectionMachine,
 } from './client-connection.machine.js';
+import { type RelayAllocationEvent, relayAllocationMachine } from './relay-allocation.machine.js';
 
 /**
  * The root of the actor system. It owns one client-connection actor per authorized client and
@@ -14,6 +15,10 @@ import {
  * authorization at a time):
  * new clients are spawned, removed ones revoked, changed grants sent on, and a client whose
  * connection parameters changed (key, preshared key, tunnel addresses) is replaced.
+ *
+ * It also owns one relay-allocation actor per TURN relay the portal offers, reconciled with every
+ * `init` / `relays_presence` (spec/snownet.md §3.6): new relays are allocated, disconnected ones
+ * freed, changed ones replaced, and the ones not mentioned poked to test that they are alive.
  *
  * Supervision (DESIGN.md): client connections are not restarted. When one fails (an error in
  * one of its actions) its router state is cleaned up and it is forgotten; the next policy that
@@ -38,8 +43,20 @@ export interface SupervisedClient {
   readonly grantsKey: string;
 }
 
+/** A relay as the portal lists it; `key` fingerprints its servers and credentials. */
+export interface DesiredRelay {
+  readonly relayId: string;
+  readonly key: string;
+}
+
+export interface SupervisedRelay {
+  readonly actorId: string;
+  readonly key: string;
+}
+
 export interface GatewaySupervisorContext {
   clients: Record<string, SupervisedClient>;
+  relays: Record<string, SupervisedRelay>;
   /** Makes every spawned actor id unique, so a replacement never collides with its predecessor. */
   generation: number;
   /** Client ids whose actors failed, most recent last (bounded; for diagnostics). */
@@ -54,6 +71,10 @@ export type GatewaySupervisorEvent =
   | { type: 'client.revoke'; clientId: ClientId }
   /** Lifecycle news for one client's actor (router events, ICE candidates from the portal). */
   | { type: 'client.event'; clientId: ClientId; event: ClientConnectionEvent }
+  /** The portal's relay news: `connected` added or kept, `disconnected` freed, others poked. */
+  | { type: 'relays.update'; connected: readonly DesiredRelay[]; disconnected: readonly string[] }
+  /** What a relay's TURN client reported, for its allocation actor. */
+  | { type: 'relay.event'; relayId: string; event: RelayAllocationEvent }
   | { type: 'gateway.stop' };
 
 const MAX_FAILURES_KEPT = 50;
@@ -64,6 +85,10 @@ const MAX_FAILURES_KEPT = 50;
  */
 function cleanup(enqueue: (action: never) => void, clientId: string, goodbye: boolean): void {
   enqueue({ type: 'cleanupClient', params: { clientId, goodbye } } as never);
+}
+
+function cleanupRelay(enqueue: (action: never) => void, relayId: string): void {
+  enqueue({ type: 'cleanupRelay', params: { relayId } } as never);
 }
 
 /** The part of XState's action enqueuer that {@link reconcileOne} uses. */
@@ -104,6 +129,18 @@ function reconcileOne(
   };
 }
 
+export function relayActorId(relayId: string, generation: number): string {
+  return `relay:${relayId}#${generation}`;
+}
+
+function isRelayActor(actorId: string): boolean {
+  return actorId.startsWith('relay:');
+}
+
+function relayIdOf(actorId: string): string {
+  return actorId.slice('relay:'.length, actorId.lastIndexOf('#'));
+}
+
 export function clientActorId(clientId: string, generation: number): string {
   return `client:${clientId}#${generation}`;
 }
@@ -118,11 +155,15 @@ export const gatewaySupervisorMachine = setup({
     context: {} as GatewaySupervisorContext,
     events: {} as GatewaySupervisorEvent,
   },
-  actors: { clientConnection: clientConnectionMachine },
+  actors: { clientConnection: clientConnectionMachine, relayAllocation: relayAllocationMachine },
   actions: {
     /** Removes a client's router state after its actor was stopped or failed. Provided by src/actors. */
     cleanupClient: (_, _params: { clientId: string; goodbye: boolean }) => {
       throw new Error("gateway-supervisor action 'cleanupClient' was not provided");
+    },
+    /** Frees a relay in the router after its actor failed. Provided by src/actors. */
+    cleanupRelay: (_, _params: { relayId: string }) => {
+      throw new Error("gateway-supervisor action 'cleanupRelay' was not provided");
     },
     reconcile: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'policy.apply') return;
@@ -165,10 +206,53 @@ export const gatewaySupervisorMachine = setup({
       const c = context.clients[event.clientId];
       if (c) enqueue.sendTo(c.actorId, event.event);
     }),
+    updateRelays: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'relays.update') return;
+      let generation = context.generation;
+      const next = { ...context.relays };
+      const gone = new Set(event.disconnected);
+      for (const id of gone) {
+        const r = next[id];
+        if (!r) continue;
+        enqueue.sendTo(r.actorId, { type: 'relay.remove' });
+        delete next[id];
+      }
+      const listed = new Set<string>();
+      for (const want of event.connected) {
+        listed.add(want.relayId);
+        const current = next[want.relayId];
+        if (current && current.key === want.key) continue;
+        // New, or new credentials / addresses: a fresh allocation replaces the old one.
+        if (current) enqueue.stopChild(current.actorId);
+        generation++;
+        const actorId = relayActorId(want.relayId, generation);
+        enqueue.spawnChild('relayAllocation', { id: actorId, input: { relayId: want.relayId } });
+        next[want.relayId] = { actorId, key: want.key };
+      }
+      for (const [id, r] of Object.entries(next)) {
+        if (!listed.has(id) && !gone.has(id)) enqueue.sendTo(r.actorId, { type: 'relay.poke' });
+      }
+      enqueue.assign({ relays: next, generation });
+    }),
+    forwardRelay: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'relay.event') return;
+      const r = context.relays[event.relayId];
+      if (r) enqueue.sendTo(r.actorId, event.event);
+    }),
+    forgetRelay: assign({
+      relays: ({ context, event }) => {
+        const actorId = (event as { actorId?: string }).actorId;
+        if (!actorId || !isRelayActor(actorId)) return context.relays;
+        const id = relayIdOf(actorId);
+        if (context.relays[id]?.actorId !== actorId) return context.relays;
+        const { [id]: _gone, ...rest } = context.relays;
+        return rest;
+      },
+    }),
     forgetChild: assign({
       clients: ({ context, event }) => {
         const actorId = (event as { actorId?: string }).actorId;
-        if (!actorId) return context.clients;
+        if (!actorId || isRelayActor(actorId)) return context.clients;
         const id = clientIdOf(actorId);
         if (context.clients[id]?.actorId !== actorId) return context.clients; // already replaced
         const { [id]: _gone, ...rest } = context.clients;
@@ -179,13 +263,20 @@ export const gatewaySupervisorMachine = setup({
       failures: ({ context, event }) => {
         const actorId = (event as { actorId?: string }).actorId;
         return actorId
-          ? [...context.failures, clientIdOf(actorId)].slice(-MAX_FAILURES_KEPT)
+          ? [...context.failures, isRelayActor(actorId) ? actorId : clientIdOf(actorId)].slice(
+              -MAX_FAILURES_KEPT,
+            )
           : context.failures;
       },
     }),
     cleanupFailedChild: enqueueActions(({ context, event, enqueue }) => {
       const actorId = (event as { actorId?: string }).actorId;
       if (!actorId) return;
+      if (isRelayActor(actorId)) {
+        const id = relayIdOf(actorId);
+        if (context.relays[id]?.actorId === actorId) cleanupRelay(enqueue, id);
+        return;
+      }
       const id = clientIdOf(actorId);
       if (context.clients[id]?.actorId === actorId) cleanup(enqueue, id, false);
     }),
@@ -195,7 +286,11 @@ export const gatewaySupervisorMachine = setup({
         // A Firezone client hears "goodbye" over the tunnel (spec/portal-protocol.md §1.10).
         cleanup(enqueue, id, true);
       }
-      enqueue.assign({ clients: {} });
+      for (const [id, r] of Object.entries(context.relays)) {
+        enqueue.stopChild(r.actorId);
+        cleanupRelay(enqueue, id);
+      }
+      enqueue.assign({ clients: {}, relays: {} });
     }),
   },
 }).createMachine({
@@ -204,9 +299,11 @@ export const gatewaySupervisorMachine = setup({
     'The root of the actor system: one client-connection actor per authorized client. Standalone mode ' +
     'applies the whole desired policy at once (spawn new clients, revoke missing ones, update grants, ' +
     'replace a client whose keys, tunnel addresses or ICE credentials changed); portal mode upserts or ' +
-    'revokes one client per message. Client connections are not restarted: one that fails is cleaned out ' +
+    'revokes one client per message. One relay-allocation actor runs per TURN relay the portal offers: ' +
+    'new relays are allocated, disconnected ones freed, changed ones replaced, unmentioned ones poked. ' +
+    'Client connections are not restarted: one that fails is cleaned out ' +
     'of the router and forgotten, so a failure never reaches another client.',
-  context: { clients: {}, generation: 0, failures: [] },
+  context: { clients: {}, relays: {}, generation: 0, failures: [] },
   initial: 'running',
   states: {
     running: {
@@ -215,8 +312,12 @@ export const gatewaySupervisorMachine = setup({
         'client.upsert': { actions: 'upsert' },
         'client.revoke': { actions: 'revoke' },
         'client.event': { actions: 'forward' },
-        'xstate.done.actor.*': { actions: 'forgetChild' },
-        'xstate.error.actor.*': { actions: ['cleanupFailedChild', 'recordFailure', 'forgetChild'] },
+        'relays.update': { actions: 'updateRelays' },
+        'relay.event': { actions: 'forwardRelay' },
+        'xstate.done.actor.*': { actions: ['forgetChild', 'forgetRelay'] },
+        'xstate.error.actor.*': {
+          actions: ['cleanupFailedChild', 'recordFailure', 'forgetChild', 'forgetRelay'],
+        },
         'gateway.stop': { target: 'stopping' },
       },
     },

@@ -2,6 +2,7 @@ import type { AnyStateMachine } from 'xstate';
 import { clientConnectionMachine } from './client-connection.machine.js';
 import { gatewaySupervisorMachine } from './gateway-supervisor.machine.js';
 import { portalSessionMachine } from './portal-session.machine.js';
+import { relayAllocationMachine } from './relay-allocation.machine.js';
 
 /**
  * Renders `docs/statecharts/` from the machine definitions: per machine a Mermaid
@@ -18,6 +19,11 @@ export const DOCUMENTED_MACHINES: readonly {
     file: 'client-connection.md',
     source: 'src/machines/client-connection.machine.ts',
     machine: clientConnectionMachine,
+  },
+  {
+    file: 'relay-allocation.md',
+    source: 'src/machines/relay-allocation.machine.ts',
+    machine: relayAllocationMachine,
   },
   {
     file: 'gateway-supervisor.md',

@@ -1,3 +1,4 @@
+import type { IceCredentials, IceEvent } from '../wire/ice/agent.js';
 import type { ClientId, ResourceId } from '../wire/ids.js';
 import { bytesEqual } from '../wire/ip/address.js';
 import { MAX_IP_PACKET_BYTES, MAX_TUNNEL_DATAGRAM_BYTES } from '../wire/ip/constants.js';
@@ -17,10 +18,13 @@ import {
 } from '../wire/p2p/control.js';
 import { type Grant, PROXY_RANGE_V4, PROXY_RANGE_V6, prefixContains } from '../wire/policy.js';
 import { DrainQueue } from '../wire/queue.js';
+import type { TransportAddress } from '../wire/stun/message.js';
+import type { TurnCommand, TurnEvent, TurnRelayConfig } from '../wire/turn/client.js';
 import type { TimerProfile } from '../wire/wireguard/constants.js';
-import { WG_DATA, WG_KEEPALIVE, WgDevice } from '../wire/wireguard/device.js';
+import { WG_DATA, WG_KEEPALIVE, WgDevice, webRandom } from '../wire/wireguard/device.js';
 import type { WgPeer } from '../wire/wireguard/peer.js';
 import { ClientPolicy, type Translation } from './client-policy.js';
+import { CONNECTIVITY_DROPS, Connectivity, type IceConnection, RELAY_PORT } from './connectivity.js';
 import { IpMap } from './ip-map.js';
 import { NatTable } from './nat.js';
 
@@ -56,7 +60,18 @@ export type RouterEvent =
       readonly resources: readonly ResourceId[];
       readonly remaining: number;
     }
-  | { readonly type: 'control'; readonly clientId: ClientId; readonly event: P2pControlEvent };
+  | { readonly type: 'control'; readonly clientId: ClientId; readonly event: P2pControlEvent }
+  /** ICE: the selected path changed, or the agent's state did. */
+  | { readonly type: 'ice'; readonly clientId: ClientId; readonly event: IceEvent }
+  /** Local candidates to announce to / withdraw from the client (through the portal). */
+  | {
+      readonly type: 'candidates';
+      readonly clientId: ClientId;
+      readonly added: readonly string[];
+      readonly removed: readonly string[];
+    }
+  /** What a relay's TURN client reported (for its relay-allocation actor). */
+  | { readonly type: 'relay'; readonly relayId: string; readonly event: TurnEvent };
 
 /** A client's DNS-resource NAT request: its proxy IPs for `domain` onto the resolved addresses. */
 export interface NatRequest {
@@ -78,6 +93,11 @@ export interface ClientSpec {
   /** Plain WireGuard peers roam: their path is wherever their last authenticated packet came from. */
   readonly roaming: boolean;
   readonly endpoint?: RouterEndpoint | undefined;
+  /**
+   * Portal clients: the ICE credentials of the connection. The path is then ICE's selected
+   * pair (direct or through a relay), never where packets happen to come from.
+   */
+  readonly ice?: { readonly local: IceCredentials; readonly remote: IceCredentials } | undefined;
 }
 
 /** Why a packet was dropped (besides the WireGuard device's own reasons and IP parse errors). */
@@ -127,6 +147,8 @@ interface Client {
   readonly policy: ClientPolicy;
   readonly nat: NatTable;
   endpoint: RouterEndpoint | undefined;
+  /** Portal clients: ICE agent and selected path. */
+  readonly ice: IceConnection | undefined;
   lastActivity: number;
   idle: boolean;
 }
@@ -139,6 +161,8 @@ export interface RouterOptions {
   /** Wall-clock minus monotonic ms (for WireGuard timestamps). */
   readonly wallClockOffsetMs: number;
   readonly random?: (n: number) => Uint8Array;
+  /** SOFTWARE attribute of our TURN requests. */
+  readonly software?: string;
 }
 
 /**
@@ -172,6 +196,11 @@ export class Router {
   private gatewayV6: Uint8Array | undefined;
   private readonly events = new DrainQueue<RouterEvent>();
   private nextSweepAt: number;
+  /** Relays, ICE agents and their demultiplexing (spec/snownet.md §2–§3). */
+  readonly net: Connectivity;
+  private readonly random: (n: number) => Uint8Array;
+  /** The time of the current turn, for code that runs without one passed in. */
+  private now: number;
 
   private readonly pkt = new IpPacket();
   private readonly icmpInfo = emptyIcmpErrorInfo();
@@ -192,9 +221,30 @@ export class Router {
       ...(opts.random ? { random: opts.random } : {}),
     });
     this.drops = Object.fromEntries(
-      [...ROUTER_DROP_REASONS, ...IP_ERROR_CODES, ...P2P_DROP_CODES].map((r) => [r, 0]),
+      [...ROUTER_DROP_REASONS, ...IP_ERROR_CODES, ...P2P_DROP_CODES, ...CONNECTIVITY_DROPS].map((r) => [
+        r,
+        0,
+      ]),
     );
     this.nextSweepAt = opts.now + SWEEP_INTERVAL_MS;
+    this.now = opts.now;
+    this.random = opts.random ?? webRandom;
+    this.net = new Connectivity(
+      {
+        sendUdp: (buf, off, len, ip, port, ecn) => this.io.sendUdp(buf, off, len, ip, port, ecn),
+        scratch: () => this.replyBuffer(),
+        emit: (e) => this.emit(e),
+        drop: (reason) => {
+          this.drops[reason]!++;
+        },
+        random: (n) => this.random(n),
+      },
+      opts.software ?? 'firezone-gateway',
+    );
+    this.net.byPeerPrefix = (tx) => {
+      const peer = this.wg.peerById((tx[0]! << 16) | (tx[1]! << 8) | tx[2]!);
+      return peer ? this.byPeer.get(peer)?.ice : undefined;
+    };
   }
 
   get publicKey(): Uint8Array {
@@ -211,6 +261,53 @@ export class Router {
   setInterface(ipv4: Uint8Array | undefined, ipv6: Uint8Array | undefined): void {
     this.gatewayV4 = ipv4 ? Uint8Array.from(ipv4) : undefined;
     this.gatewayV6 = ipv6 ? Uint8Array.from(ipv6) : undefined;
+  }
+
+  /** Adds or replaces a relay; `hosts` are our addresses towards its servers (host candidates). */
+  addRelay(config: TurnRelayConfig, hosts: readonly TransportAddress[], now: number): void {
+    this.now = now;
+    this.net.addRelay(config, hosts, now);
+    this.endBatch();
+  }
+
+  removeRelay(id: string, now: number): void {
+    this.now = now;
+    this.net.removeRelay(id, now);
+    this.endBatch();
+  }
+
+  /** One step of a relay-allocation actor: probe, keepalive, allocate, refresh, delete, reset. */
+  relayCommand(id: string, cmd: TurnCommand, now: number): void {
+    this.now = now;
+    this.net.relayCommand(id, cmd, now);
+    this.endBatch();
+  }
+
+  /** Remote ICE candidates the portal relayed from the client. */
+  addRemoteCandidates(id: ClientId, candidates: readonly string[], now: number): void {
+    const c = this.clients.get(id);
+    if (!c?.ice) return;
+    this.now = now;
+    this.net.addRemoteCandidates(c.ice, candidates, now);
+    this.endBatch();
+  }
+
+  invalidateRemoteCandidates(id: ClientId, candidates: readonly string[], now: number): void {
+    const c = this.clients.get(id);
+    if (!c?.ice) return;
+    this.now = now;
+    this.net.invalidateRemoteCandidates(c.ice, candidates);
+    this.endBatch();
+  }
+
+  /** The local candidates of a client's connection, highest priority first (to re-announce). */
+  localCandidates(id: ClientId): string[] {
+    return this.clients.get(id)?.ice?.agent.candidateStrings() ?? [];
+  }
+
+  /** A client's selected ICE path, for logs and tests. */
+  icePath(id: ClientId): { to: TransportAddress; relay: string | undefined } | undefined {
+    return this.clients.get(id)?.ice?.path;
   }
 
   /**
@@ -242,11 +339,12 @@ export class Router {
       roaming: spec.roaming,
       policy: new ClientPolicy(),
       nat: new NatTable(),
-      endpoint: spec.endpoint,
+      endpoint: spec.ice ? undefined : spec.endpoint,
+      ice: spec.ice ? this.net.addConnection(spec.id, peer.id, spec.ice, now) : undefined,
       lastActivity: now,
       idle: true,
     };
-    peer.endpoint = spec.endpoint;
+    peer.endpoint = client.endpoint;
     this.clients.set(spec.id, client);
     this.byPeer.set(peer, client);
     if (client.ipv4) this.byTunnelIp.set(client.ipv4, client);
@@ -260,6 +358,7 @@ export class Router {
     if (!c) return false;
     if (goodbye) this.sendControl(id, { type: 'goodbye' }, now);
     this.clients.delete(id);
+    if (c.ice) this.net.removeConnection(id);
     this.byPeer.delete(c.peer);
     if (c.ipv4 && this.byTunnelIp.getAddress(c.ipv4) === c) this.byTunnelIp.delete(c.ipv4);
     if (c.ipv6 && this.byTunnelIp.getAddress(c.ipv6) === c) this.byTunnelIp.delete(c.ipv6);
@@ -359,6 +458,7 @@ export class Router {
   sendControl(id: ClientId, event: P2pControlEvent, now: number): boolean {
     const c = this.clients.get(id);
     if (!c) return false;
+    this.now = now;
     const enc = encodeP2pControl(event);
     if (!enc.ok) return false;
     const buf = this.replyBuffer();
@@ -387,9 +487,11 @@ export class Router {
     },
     now: number,
   ): void {
+    this.now = now;
     const ep = batch.family === 4 ? this.ep4 : this.ep6;
     const alen = ep.ip.length;
     const wg = this.wg;
+    const net = this.net;
     for (let i = 0; i < batch.count; i++) {
       const buf = batch.bufs[i]!;
       const len = batch.lengths[i]!;
@@ -402,10 +504,21 @@ export class Router {
       const a = i * 16;
       for (let k = 0; k < alen; k++) ep.ip[k] = batch.srcAddrs[a + k]!;
       ep.port = batch.srcPorts[i]!;
-      const r = wg.decapsulate(buf, 0, len, ep, now);
+      // Relay traffic and STUN first; WireGuard is what is left (spec/snownet.md §2.12).
+      let off = 0;
+      let size = len;
+      let from: RouterEndpoint = ep;
+      if (len >= 4 && (buf[0]! > 0x04 || buf[1] !== 0 || ep.port === RELAY_PORT)) {
+        const d = net.demux(buf, 0, len, ep, now);
+        if (d.kind === 'consumed') continue;
+        off = d.off;
+        size = d.len;
+        from = d.from;
+      }
+      const r = wg.decapsulate(buf, off, size, from, now);
       const peer = wg.rxPeer;
       const client = peer ? this.byPeer.get(peer) : undefined;
-      if (client?.roaming) this.track(client, ep);
+      if (client?.roaming && from === ep) this.track(client, ep);
       if (r === WG_DATA) {
         if (!client) this.drops['peer.unknown']!++;
         else this.fromClient(client, buf, wg.rxOffset, wg.rxLength, batch.ecn ? batch.ecn[i]! : 0, now);
@@ -516,6 +629,7 @@ export class Router {
 
   /** Sends what the batch queued; reply buffers are free again afterwards. */
   private endBatch(): void {
+    this.net.flush(this.now);
     this.io.flush();
     this.replyUsed = 0;
   }
@@ -552,6 +666,7 @@ export class Router {
     },
     now: number,
   ): void {
+    this.now = now;
     const p = this.pkt;
     for (let i = 0; i < batch.count; i++) {
       const buf = batch.bufs[i]!;
@@ -615,6 +730,21 @@ export class Router {
 
   /** Encrypts in place (16 bytes of headroom before `off`) and sends on the client's path. */
   private sendToClient(c: Client, buf: Uint8Array, off: number, len: number, ecn: number, now: number): void {
+    if (c.ice) {
+      const path = c.ice.path;
+      if (!path) {
+        // ICE has not selected a path: the gateway never sends before it (§2.8), and IP
+        // packets are not buffered.
+        this.drops['no-path']!++;
+        return;
+      }
+      const n = this.wg.encapsulate(c.peer, buf, off, len, now);
+      if (n > 0 && this.net.send(path.to, path.relay, buf, off - 16, n, ecn, now)) {
+        this.traffic.toClientsPackets++;
+        this.traffic.toClientsBytes += n;
+      }
+      return;
+    }
     const ep = c.endpoint;
     if (!ep) {
       // No path yet: a gateway does not send before the client reached it (§4 step 10).
@@ -632,7 +762,9 @@ export class Router {
   // --- Timers, events ----------------------------------------------------------------------
 
   handleTimeout(now: number, wallNowMs: number): void {
+    this.now = now;
     this.wg.handleTimeout(now);
+    this.net.handleTimeout(now);
     if (now >= this.nextSweepAt) {
       this.nextSweepAt = now + SWEEP_INTERVAL_MS;
       for (const c of this.clients.values()) {
@@ -648,6 +780,7 @@ export class Router {
         c.nat.sweep(now);
         if (!c.idle && now - c.lastActivity >= IDLE_AFTER_MS) {
           c.idle = true;
+          if (c.ice) this.net.setIdle(c.ice, true, now);
           this.emit({ type: 'idle', clientId: c.id });
         }
       }
@@ -658,7 +791,10 @@ export class Router {
 
   pollTimeout(): { at: number; reason: string } {
     const wg = this.wg.pollTimeout();
-    return wg && wg.at < this.nextSweepAt ? wg : { at: this.nextSweepAt, reason: 'router sweep' };
+    let next = wg && wg.at < this.nextSweepAt ? wg : { at: this.nextSweepAt, reason: 'router sweep' };
+    const ice = this.net.pollTimeout();
+    if (ice < next.at) next = { at: ice, reason: 'ICE/TURN' };
+    return next;
   }
 
   pollEvent(): RouterEvent | undefined {
@@ -678,6 +814,7 @@ export class Router {
     c.lastActivity = now;
     if (c.idle) {
       c.idle = false;
+      if (c.ice) this.net.setIdle(c.ice, false, now);
       this.emit({ type: 'active', clientId: c.id });
     }
   }
@@ -704,7 +841,13 @@ export class Router {
         this.io.sendUdp(t.bytes, 0, t.bytes.length, t.to.ip, t.to.port, 0);
         continue;
       }
-      const ep = this.byPeer.get(t.peer)?.endpoint;
+      const c = this.byPeer.get(t.peer);
+      if (c?.ice) {
+        // Held until ICE selects a path (e.g. the answer to an early handshake, §2.8).
+        this.net.sendWireGuard(c.ice, t.bytes, this.now);
+        continue;
+      }
+      const ep = c?.endpoint;
       if (ep) this.io.sendUdp(t.bytes, 0, t.bytes.length, ep.ip, ep.port, 0);
       else this.drops['no-path']!++;
     }

@@ -228,7 +228,8 @@ export class RouterSim {
 
   events(): string[] {
     const out: string[] = [];
-    for (let e = this.router.pollEvent(); e; e = this.router.pollEvent()) out.push(`${e.type}:${e.clientId}`);
+    for (let e = this.router.pollEvent(); e; e = this.router.pollEvent())
+      out.push(`${e.type}:${'clientId' in e ? e.clientId : e.relayId}`);
     return out;
   }
 }

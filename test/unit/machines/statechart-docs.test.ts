@@ -35,10 +35,10 @@ describe('docs/statecharts', () => {
       actions: '',
     });
     expect(rows).toContainEqual({
-      source: 'idle',
+      source: 'live.tunnel.idle',
       event: 'traffic.active',
       guard: '',
-      target: 'connected',
+      target: 'live.tunnel.connected',
       actions: '',
     });
   });
