@@ -12,10 +12,15 @@ import { parseIp } from '../../../src/wire/ip/address.js';
 import { FIREZONE_FWMARK, FIREZONE_TABLE } from '../../../src/wire/netlink/constants.js';
 import type { Resource } from '../../../src/wire/policy.js';
 import type { PortalMessage, Relay } from '../../../src/wire/portal/types.js';
-import { FIREZONE_PROFILE } from '../../../src/wire/wireguard/constants.js';
 import { buildPacket, v4 } from '../../support/packet-builder.js';
 import { dnsResource, resource } from '../../support/router-sim.js';
-import { type SimPeer, world } from '../../support/sim-gateway.js';
+import {
+  type IceSimPeer,
+  RELAY_IP,
+  RELAY_PASSWORD,
+  RELAY_USERNAME,
+  world,
+} from '../../support/sim-gateway.js';
 
 const ALICE = '8e370367-64b2-4e27-83e2-27ce03bcce23' as ClientId;
 const BOB = 'c654a3ff-6e0d-4a64-930a-1312fab876d8' as ClientId;
@@ -25,16 +30,24 @@ const LAB_HOST = v4(172, 20, 1, 10);
 const DB_HOST = v4(172, 20, 2, 10);
 const RELAY: Relay = {
   id: '41529b7d-f3e1-4b26-b01d-e34919d76e1b' as RelayId,
-  addresses: [{ ip: v4(127, 0, 0, 1), port: 3478 }],
-  username: '1766444400:salt',
-  password: 'secret',
+  addresses: [{ ip: parseIp(RELAY_IP)!, port: 3478 }],
+  username: RELAY_USERNAME,
+  password: RELAY_PASSWORD,
   expiresAtMs: 1_766_444_400_000,
 };
 const GATEWAY_ICE = { username: '52nj', password: '2hozxefbrdyashwpoq3v6w' };
 const CLIENT_ICE = { username: 'hyik', password: 'k3rnzmulp3ccejwamasyfw' };
+/** ICE credentials are unique per client and gateway (the portal derives them from both keys). */
+const ICE: Record<string, { client: typeof CLIENT_ICE; gateway: typeof GATEWAY_ICE }> = {
+  [ALICE]: { client: CLIENT_ICE, gateway: GATEWAY_ICE },
+  [BOB]: {
+    client: { username: 'b0bc', password: 'bobclientpassword01234' },
+    gateway: { username: 'b0bg', password: 'bobgatewaypassword0123' },
+  },
+};
 
 /** The client's tunnel IPv6: fd00:2021:1111::<last byte of its IPv4>. */
-function v6Of(p: SimPeer): Uint8Array {
+function v6Of(p: IceSimPeer): Uint8Array {
   return parseIp(`fd00:2021:1111::${p.tunnelIp[3]!.toString(16)}`)!;
 }
 
@@ -53,8 +66,12 @@ function init(
 
 function setup() {
   let control: PortalControlPlane | undefined;
-  const w = world({ onClientRemoved: (id) => control?.clientRemoved(id) });
+  const w = world({
+    onClientRemoved: (id, reason) => control?.clientRemoved(id, reason),
+    onCandidates: (id, added, removed) => control?.localCandidates(id, added, removed),
+  });
   const sent: { event: string; payload: unknown }[] = [];
+  const broadcasts: { event: string; payload: unknown }[] = [];
   const tunConfigs: TunConfig[] = [];
   const fatal: string[] = [];
   let reconnects = 0;
@@ -66,7 +83,8 @@ function setup() {
     configureTun: async (cfg) => {
       tunConfigs.push(cfg);
     },
-    send: (event, payload) => sent.push({ event, payload }),
+    // Candidate broadcasts are kept apart: the tests below look at the replies.
+    send: (event, payload) => (event.startsWith('broadcast_') ? broadcasts : sent).push({ event, payload }),
     reconnect: () => reconnects++,
     resolve: async (name) => {
       resolved.push(name);
@@ -87,14 +105,14 @@ function setup() {
     },
   });
   const cp = control;
-  /** A portal client: a simulated WireGuard peer whose keys the portal hands to the gateway. */
+  /** A portal client: a simulated Firezone client whose keys the portal hands to the gateway. */
   const client = (id: ClientId) => {
     const psk = w.rnd(32);
-    const peer = w.peer(id, { profile: FIREZONE_PROFILE, presharedKey: psk });
+    const peer = w.icePeer(id, psk);
     return { peer, psk, id };
   };
   const authorize = (
-    c: { peer: SimPeer; psk: Uint8Array; id: ClientId },
+    c: { peer: IceSimPeer; psk: Uint8Array; id: ClientId },
     res: Resource,
     expiresAtMs?: number,
     ref = `ref-${res.id}`,
@@ -110,12 +128,12 @@ function setup() {
         ipv4: c.peer.tunnelIp,
         ipv6: v6Of(c.peer),
       },
-      clientIce: CLIENT_ICE,
-      gatewayIce: GATEWAY_ICE,
+      clientIce: ICE[c.id]!.client,
+      gatewayIce: ICE[c.id]!.gateway,
       expiresAtMs,
     });
   /** Sends one UDP packet from the client to `dst` and returns what came back (decrypted). */
-  const probe = (p: SimPeer, dst: Uint8Array) => {
+  const probe = (p: IceSimPeer, dst: Uint8Array) => {
     const before = p.received.length;
     const written = w.tun.written.length;
     p.send(buildPacket({ src: p.tunnelIp, dst, l4: { kind: 'udp', srcPort: 40000, dstPort: 53 } }));
@@ -129,6 +147,7 @@ function setup() {
     w,
     control: cp,
     sent,
+    broadcasts,
     tunConfigs,
     fatal,
     reconnects: () => reconnects,
@@ -252,10 +271,18 @@ describe('portal control plane: authorize_flow (§2.2, dataplane §9.2)', () => 
     s.authorize(alice, LAB, undefined, 'SFMyNTY.signed');
     expect(s.sent).toEqual([{ event: 'flow_authorized', payload: { ref: 'SFMyNTY.signed' } }]);
     const snap = s.w.gateway.clientSnapshot(ALICE)!;
-    expect(snap.value).toBe('authorized');
+    expect(s.w.gateway.clientState(ALICE)).toBe('authorized');
+    expect(s.w.gateway.pathState(ALICE)).toBe('checking');
     expect(snap.context.ice).toEqual({ local: GATEWAY_ICE, remote: CLIENT_ICE });
+    // Once the relay answered, our candidates went to the client through the portal.
+    s.w.settle();
+    expect(s.broadcasts[0]).toMatchObject({
+      event: 'broadcast_ice_candidates',
+      payload: { client_ids: [ALICE] },
+    });
     s.w.connect(alice.peer);
     expect(s.w.gateway.clientState(ALICE)).toBe('connected');
+    expect(s.w.gateway.pathState(ALICE)).toBe('selected');
     expect(s.probe(alice.peer, LAB_HOST)).toBe('forwarded');
     // Not authorized for the other resource.
     expect(s.probe(alice.peer, DB_HOST)).toBe('icmp 3/13');
@@ -337,8 +364,8 @@ describe('portal control plane: authorize_flow (§2.2, dataplane §9.2)', () => 
         ipv4: alice.peer.tunnelIp,
         ipv6: v6Of(bob.peer),
       },
-      clientIce: CLIENT_ICE,
-      gatewayIce: GATEWAY_ICE,
+      clientIce: ICE[BOB]!.client,
+      gatewayIce: ICE[BOB]!.gateway,
       expiresAtMs: undefined,
     });
     expect(s.logs.length).toBeGreaterThan(0);
@@ -363,11 +390,9 @@ describe('portal control plane: authorize_flow (§2.2, dataplane §9.2)', () => 
     s.authorize(alice, DB);
     s.w.connect(alice.peer);
     s.authorize(alice, LAB, now + 60_000);
-    s.w.clock.advance(10_000);
-    s.w.settle();
+    s.w.run(10_000);
     expect(s.probe(alice.peer, LAB_HOST)).toBe('forwarded');
-    s.w.clock.advance(51_000);
-    s.w.settle();
+    s.w.run(51_000);
     expect(s.probe(alice.peer, LAB_HOST)).toBe('icmp 3/13');
   });
 
