@@ -79,6 +79,15 @@ export type ClientConnectionEvent =
   /** ICE selected the pair to send on (router). */
   | { type: 'ice.selected'; remote: string; relay: string | undefined };
 
+/**
+ * WireGuard gave up: an ICE connection has failed (the client reconnects through the portal); a
+ * plain peer returns to `authorized` and may come back on its own.
+ */
+const WG_FAILED = [
+  { guard: 'usesIce', target: '#clientConnection.failed', actions: 'recordWgFailure' },
+  { target: 'authorized' },
+] as const;
+
 export const clientConnectionMachine = setup({
   types: {
     context: {} as ClientConnectionContext,
@@ -192,30 +201,21 @@ export const clientConnectionMachine = setup({
             handshaking: {
               on: {
                 'wg.session-established': { target: 'connected', actions: 'recordInitiator' },
-                'wg.connection-failed': [
-                  { guard: 'usesIce', target: '#clientConnection.failed', actions: 'recordWgFailure' },
-                  { target: 'authorized' },
-                ],
+                'wg.connection-failed': WG_FAILED,
               },
             },
             connected: {
               on: {
                 'traffic.idle': { target: 'idle' },
                 'wg.session-established': { actions: 'recordInitiator' },
-                'wg.connection-failed': [
-                  { guard: 'usesIce', target: '#clientConnection.failed', actions: 'recordWgFailure' },
-                  { target: 'authorized' },
-                ],
+                'wg.connection-failed': WG_FAILED,
               },
             },
             idle: {
               on: {
                 'traffic.active': { target: 'connected' },
                 'wg.session-established': { actions: 'recordInitiator' },
-                'wg.connection-failed': [
-                  { guard: 'usesIce', target: '#clientConnection.failed', actions: 'recordWgFailure' },
-                  { target: 'authorized' },
-                ],
+                'wg.connection-failed': WG_FAILED,
               },
             },
           },

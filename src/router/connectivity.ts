@@ -76,13 +76,16 @@ export interface IceConnection {
 }
 
 export type ConnectivityEvent =
+  /** ICE: the selected path changed, or the agent's state did. */
   | { readonly type: 'ice'; readonly clientId: ClientId; readonly event: IceEvent }
+  /** Local candidates to announce to / withdraw from the client (through the portal). */
   | {
       readonly type: 'candidates';
       readonly clientId: ClientId;
       readonly added: readonly string[];
       readonly removed: readonly string[];
     }
+  /** What a relay's TURN client reported (for its relay-allocation actor). */
   | { readonly type: 'relay'; readonly relayId: string; readonly event: TurnEvent };
 
 /** What the router gives this layer. */

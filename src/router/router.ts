@@ -1,4 +1,4 @@
-import type { IceCredentials, IceEvent } from '../wire/ice/agent.js';
+import type { IceCredentials } from '../wire/ice/agent.js';
 import type { ClientId, ResourceId } from '../wire/ids.js';
 import { bytesEqual } from '../wire/ip/address.js';
 import { MAX_IP_PACKET_BYTES, MAX_TUNNEL_DATAGRAM_BYTES } from '../wire/ip/constants.js';
@@ -19,12 +19,18 @@ import {
 import { type Grant, PROXY_RANGE_V4, PROXY_RANGE_V6, prefixContains } from '../wire/policy.js';
 import { DrainQueue } from '../wire/queue.js';
 import type { TransportAddress } from '../wire/stun/message.js';
-import type { TurnCommand, TurnEvent, TurnRelayConfig } from '../wire/turn/client.js';
+import type { TurnCommand, TurnRelayConfig } from '../wire/turn/client.js';
 import type { TimerProfile } from '../wire/wireguard/constants.js';
 import { WG_DATA, WG_KEEPALIVE, WgDevice, webRandom } from '../wire/wireguard/device.js';
 import type { WgPeer } from '../wire/wireguard/peer.js';
 import { ClientPolicy, type Translation } from './client-policy.js';
-import { CONNECTIVITY_DROPS, Connectivity, type IceConnection, RELAY_PORT } from './connectivity.js';
+import {
+  CONNECTIVITY_DROPS,
+  Connectivity,
+  type ConnectivityEvent,
+  type IceConnection,
+  RELAY_PORT,
+} from './connectivity.js';
 import { IpMap } from './ip-map.js';
 import { NatTable } from './nat.js';
 
@@ -61,17 +67,8 @@ export type RouterEvent =
       readonly remaining: number;
     }
   | { readonly type: 'control'; readonly clientId: ClientId; readonly event: P2pControlEvent }
-  /** ICE: the selected path changed, or the agent's state did. */
-  | { readonly type: 'ice'; readonly clientId: ClientId; readonly event: IceEvent }
-  /** Local candidates to announce to / withdraw from the client (through the portal). */
-  | {
-      readonly type: 'candidates';
-      readonly clientId: ClientId;
-      readonly added: readonly string[];
-      readonly removed: readonly string[];
-    }
-  /** What a relay's TURN client reported (for its relay-allocation actor). */
-  | { readonly type: 'relay'; readonly relayId: string; readonly event: TurnEvent };
+  /** ICE state and selected path, candidates to announce or withdraw, TURN client news. */
+  | ConnectivityEvent;
 
 /** A client's DNS-resource NAT request: its proxy IPs for `domain` onto the resolved addresses. */
 export interface NatRequest {

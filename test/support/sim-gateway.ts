@@ -242,28 +242,19 @@ export function world(extra: Partial<GatewayOptions> = {}) {
   gateway.setInterface(v4(100, 64, 0, 1), undefined);
   gateway.start();
   let host = 2;
-  const peer = (name: string, opts: { profile?: TimerProfile; presharedKey?: Uint8Array } = {}) =>
-    new SimPeer(
-      name,
-      net.open({ family: 4, address: `10.10.0.${host}` }),
-      gateway.publicKey,
-      host++,
-      clock,
-      rnd,
-      opts.profile,
-      opts.presharedKey,
-    );
+  /** The next peer's socket (10.10.0.<host>) and host number. */
+  const nextHost = () => {
+    const n = host++;
+    return { sock: net.open({ family: 4, address: `10.10.0.${n}` }), n };
+  };
+  const peer = (name: string, opts: { profile?: TimerProfile; presharedKey?: Uint8Array } = {}) => {
+    const { sock, n } = nextHost();
+    return new SimPeer(name, sock, gateway.publicKey, n, clock, rnd, opts.profile, opts.presharedKey);
+  };
   /** A Firezone-style client (ICE + WireGuard initiator) whose keys the portal hands out. */
   const icePeer = (name: string, presharedKey: Uint8Array) => {
-    const p = new IceSimPeer(
-      name,
-      net.open({ family: 4, address: `10.10.0.${host}` }),
-      gateway.publicKey,
-      host++,
-      clock,
-      rnd,
-      presharedKey,
-    );
+    const { sock, n } = nextHost();
+    const p = new IceSimPeer(name, sock, gateway.publicKey, n, clock, rnd, presharedKey);
     icePeers.set(name, p);
     p.signal = (candidates) => gateway.clientEvent(name as ClientId, { type: 'ice.candidates', candidates });
     return p;
