@@ -1,6 +1,7 @@
-import { assign, setup } from 'xstate';
+import { assign, enqueueActions, setup } from 'xstate';
 import type { ClientId, ResourceId } from '../wire/ids.js';
 import type { Grant } from '../wire/policy.js';
+import { type DnsResourceNatInput, dnsResourceNatMachine } from './dns-resource-nat.machine.js';
 
 /**
  * One client's connection to the gateway, from authorization to removal: a plain WireGuard peer
@@ -19,6 +20,10 @@ import type { Grant } from '../wire/policy.js';
  *   WireGuard connection failed (ICE) ──────┘           │
  *   any ──all grants expired──▶ expired ────────────────┼─▶ removed (final)
  *   any ──revoked / goodbye ───▶ revoked ───────────────┘
+ *
+ * DNS resources: each name the client announces proxy IPs for (AssignedIps) gets a child
+ * DNS-resource NAT binding actor (`dns-resource-nat.machine.ts`), keyed by the lowercased name;
+ * repeats go to the same binding. The bindings end with the connection.
  *
  * `installClient` puts the peer, its grants and (portal clients) its ICE agent into the router
  * on entry; `removeClient` takes them out on reaching `removed`. An actor stopped from outside
@@ -55,12 +60,18 @@ export interface ClientConnectionContext {
   path: { readonly remote: string; readonly relay: string | undefined } | undefined;
   /** Why the connection failed, when it did. */
   failure: string | undefined;
+  /** The DNS-resource NAT binding actor of each name (lowercased) the client announced. */
+  natBindings: Record<string, string>;
+  /** Makes binding actor ids unique, so a new binding never collides with one that just ended. */
+  natGeneration: number;
 }
 
 /** No remote candidate this long after the connection was created: it failed (§2.9). */
 export const CANDIDATE_TIMEOUT_MS = 10_000;
 /** ICE disconnected (no viable pair) this long: it failed (§2.9). */
 export const DISCONNECT_TIMEOUT_MS = 2_000;
+/** Live NAT bindings per client; AssignedIps for further names is answered Inactive. */
+export const MAX_NAT_BINDINGS = 1_024;
 
 export type ClientConnectionEvent =
   | { type: 'wg.handshake-started'; initiator: boolean }
@@ -77,7 +88,9 @@ export type ClientConnectionEvent =
   /** The ICE agent's state (router). */
   | { type: 'ice.state'; state: 'checking' | 'connected' | 'disconnected' }
   /** ICE selected the pair to send on (router). */
-  | { type: 'ice.selected'; remote: string; relay: string | undefined };
+  | { type: 'ice.selected'; remote: string; relay: string | undefined }
+  /** The client announced its proxy IPs for a name of a DNS resource it is granted (router). */
+  | { type: 'control.assigned-ips'; resourceId: ResourceId; domain: string; proxyIps: readonly string[] };
 
 /**
  * WireGuard gave up: an ICE connection has failed (the client reconnects through the portal); a
@@ -94,6 +107,7 @@ export const clientConnectionMachine = setup({
     events: {} as ClientConnectionEvent,
     input: {} as ClientConnectionInput,
   },
+  actors: { natBinding: dnsResourceNatMachine },
   actions: {
     /** Adds the peer to the router and installs its grants. Provided by src/actors. */
     installClient: notProvided('installClient'),
@@ -103,6 +117,50 @@ export const clientConnectionMachine = setup({
     feedCandidates: notProvided('feedCandidates'),
     /** Removes the client from the router (saying goodbye to a Firezone client). */
     removeClient: notProvided('removeClient'),
+    /** Logs a binding actor that failed (a bug; the client goes on). Provided by src/actors. */
+    natBindingFailed: () => undefined,
+    /** Answers AssignedIps with DomainStatus Inactive without a binding (too many names). */
+    refuseNat: notProvided('refuseNat'),
+    /** Hands AssignedIps to the name's binding actor, spawning it for a new name. */
+    bindNat: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'control.assigned-ips') return;
+      const domain = event.domain.toLowerCase();
+      const existing = context.natBindings[domain];
+      if (existing) {
+        enqueue.sendTo(existing, {
+          type: 'nat.assigned',
+          resourceId: event.resourceId,
+          proxyIps: event.proxyIps,
+        });
+        return;
+      }
+      if (Object.keys(context.natBindings).length >= MAX_NAT_BINDINGS) {
+        enqueue({ type: 'refuseNat' } as never);
+        return;
+      }
+      const id = `nat:${context.natGeneration}:${domain}`;
+      const input: DnsResourceNatInput = {
+        clientId: context.clientId,
+        resourceId: event.resourceId,
+        domain,
+        proxyIps: event.proxyIps,
+      };
+      enqueue.spawnChild('natBinding', { id, input });
+      enqueue.assign({
+        natBindings: { ...context.natBindings, [domain]: id },
+        natGeneration: context.natGeneration + 1,
+      });
+    }),
+    /** A binding ended (idle) or failed: forget it; the next AssignedIps for the name starts a new one. */
+    forgetNatBinding: assign({
+      natBindings: ({ context, event }) => {
+        const actorId = (event as { actorId?: string }).actorId;
+        const entry = Object.entries(context.natBindings).find(([, id]) => id === actorId);
+        if (!entry) return context.natBindings;
+        const { [entry[0]]: _gone, ...rest } = context.natBindings;
+        return rest;
+      },
+    }),
     storeGrants: assign({
       grants: ({ event }) => (event.type === 'policy.update' ? event.grants : []),
     }),
@@ -160,7 +218,9 @@ export const clientConnectionMachine = setup({
     'entry the client, its grants and its ICE agent go into the router (`installClient`); reaching ' +
     '`removed` takes them out. A failed WireGuard session of a plain peer returns to `authorized`, where ' +
     'the peer may simply come back; an ICE connection that fails (no candidates in 10 s, disconnected ' +
-    'for 2 s, WireGuard gave up) ends, silently, and the client reconnects through the portal.',
+    'for 2 s, WireGuard gave up) ends, silently, and the client reconnects through the portal. Each name ' +
+    'of a DNS resource the client announces proxy IPs for (AssignedIps) gets a child NAT binding actor; ' +
+    'repeats go to it, and the bindings end with the connection.',
   context: ({ input }) => ({
     clientId: input.clientId,
     grants: input.grants,
@@ -170,6 +230,8 @@ export const clientConnectionMachine = setup({
     remoteCandidates: [],
     path: undefined,
     failure: undefined,
+    natBindings: {},
+    natGeneration: 0,
   }),
   initial: 'live',
   entry: 'installClient',
@@ -184,6 +246,9 @@ export const clientConnectionMachine = setup({
     // The agent in the router checks them; the context keeps them for inspection.
     'ice.candidates': { actions: ['addCandidates', 'feedCandidates'] },
     'ice.candidates-invalidated': { actions: ['removeCandidates', 'feedCandidates'] },
+    'control.assigned-ips': { actions: 'bindNat' },
+    'xstate.done.actor.*': { actions: 'forgetNatBinding' },
+    'xstate.error.actor.*': { actions: ['forgetNatBinding', 'natBindingFailed'] },
   },
   states: {
     live: {

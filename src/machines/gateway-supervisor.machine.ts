@@ -7,6 +7,7 @@ import {
   type ClientIce,
   clientConnectionMachine,
 } from './client-connection.machine.js';
+import { type NameserverSelectorEvent, nameserverSelectorMachine } from './nameserver-selector.machine.js';
 import { type RelayAllocationEvent, relayAllocationMachine } from './relay-allocation.machine.js';
 
 /**
@@ -24,7 +25,11 @@ import { type RelayAllocationEvent, relayAllocationMachine } from './relay-alloc
  * one of its actions) its router state is cleaned up and it is forgotten; the next policy that
  * lists it creates it again. No failure of one client reaches another.
  *
+ * The nameserver selector runs as long as the gateway does (id `nameservers`); if it fails it is
+ * started again a second later.
+ *
  *   running ──gateway.stop──▶ stopping ──▶ stopped (final)
+ *   running.nameservers: watching ──selector failed──▶ restarting ──1 s──▶ watching
  */
 export interface DesiredClient {
   readonly clientId: ClientId;
@@ -61,7 +66,20 @@ export interface GatewaySupervisorContext {
   generation: number;
   /** Client ids whose actors failed, most recent last (bounded; for diagnostics). */
   failures: string[];
+  /** The upstream nameservers for the selector (resolv.conf), as text. */
+  readonly nameservers: readonly string[];
+  /** Times the nameserver selector failed and was restarted. */
+  nameserverRestarts: number;
 }
+
+export interface GatewaySupervisorInput {
+  readonly nameservers?: readonly string[];
+}
+
+/** The nameserver selector's actor id (the DNS layer reads its selection through it). */
+export const NAMESERVERS_ACTOR_ID = 'nameservers';
+/** Pause before a failed nameserver selector is started again. */
+export const NAMESERVER_RESTART_MS = 1_000;
 
 export type GatewaySupervisorEvent =
   /** The complete desired set (standalone mode): clients not listed are revoked. */
@@ -75,6 +93,8 @@ export type GatewaySupervisorEvent =
   | { type: 'relays.update'; connected: readonly DesiredRelay[]; disconnected: readonly string[] }
   /** What a relay's TURN client reported, for its allocation actor. */
   | { type: 'relay.event'; relayId: string; event: RelayAllocationEvent }
+  /** News for the nameserver selector (a server stopped answering, re-evaluate now). */
+  | { type: 'nameservers.event'; event: NameserverSelectorEvent }
   | { type: 'gateway.stop' };
 
 const MAX_FAILURES_KEPT = 50;
@@ -154,8 +174,13 @@ export const gatewaySupervisorMachine = setup({
   types: {
     context: {} as GatewaySupervisorContext,
     events: {} as GatewaySupervisorEvent,
+    input: {} as GatewaySupervisorInput | undefined,
   },
-  actors: { clientConnection: clientConnectionMachine, relayAllocation: relayAllocationMachine },
+  actors: {
+    clientConnection: clientConnectionMachine,
+    relayAllocation: relayAllocationMachine,
+    nameserverSelector: nameserverSelectorMachine,
+  },
   actions: {
     /** Removes a client's router state after its actor was stopped or failed. Provided by src/actors. */
     cleanupClient: (_, _params: { clientId: string; goodbye: boolean }) => {
@@ -234,6 +259,12 @@ export const gatewaySupervisorMachine = setup({
       }
       enqueue.assign({ relays: next, generation });
     }),
+    forwardNameservers: enqueueActions(({ event, enqueue, self }) => {
+      if (event.type !== 'nameservers.event') return;
+      // While the selector restarts there is nobody to tell; the new one probes anyway.
+      if (self.getSnapshot().children[NAMESERVERS_ACTOR_ID])
+        enqueue.sendTo(NAMESERVERS_ACTOR_ID, event.event);
+    }),
     forwardRelay: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'relay.event') return;
       const r = context.relays[event.relayId];
@@ -302,12 +333,43 @@ export const gatewaySupervisorMachine = setup({
     'revokes one client per message. One relay-allocation actor runs per TURN relay the portal offers: ' +
     'new relays are allocated, disconnected ones freed, changed ones replaced, unmentioned ones poked. ' +
     'Client connections are not restarted: one that fails is cleaned out ' +
-    'of the router and forgotten, so a failure never reaches another client.',
-  context: { clients: {}, relays: {}, generation: 0, failures: [] },
+    'of the router and forgotten, so a failure never reaches another client. The nameserver selector ' +
+    'runs for the whole life of the gateway and is started again 1 s after it fails.',
+  context: ({ input }) => ({
+    clients: {},
+    relays: {},
+    generation: 0,
+    failures: [],
+    nameservers: input?.nameservers ?? [],
+    nameserverRestarts: 0,
+  }),
   initial: 'running',
   states: {
     running: {
+      type: 'parallel',
+      states: {
+        nameservers: {
+          initial: 'watching',
+          states: {
+            watching: {
+              invoke: {
+                id: NAMESERVERS_ACTOR_ID,
+                src: 'nameserverSelector',
+                input: ({ context }) => ({ servers: context.nameservers }),
+                onError: {
+                  target: 'restarting',
+                  actions: assign({ nameserverRestarts: ({ context }) => context.nameserverRestarts + 1 }),
+                },
+              },
+            },
+            restarting: {
+              after: { [NAMESERVER_RESTART_MS]: { target: 'watching' } },
+            },
+          },
+        },
+      },
       on: {
+        'nameservers.event': { actions: 'forwardNameservers' },
         'policy.apply': { actions: 'reconcile' },
         'client.upsert': { actions: 'upsert' },
         'client.revoke': { actions: 'revoke' },

@@ -1,6 +1,8 @@
 import type { AnyStateMachine } from 'xstate';
 import { clientConnectionMachine } from './client-connection.machine.js';
+import { dnsResourceNatMachine } from './dns-resource-nat.machine.js';
 import { gatewaySupervisorMachine } from './gateway-supervisor.machine.js';
+import { nameserverSelectorMachine } from './nameserver-selector.machine.js';
 import { portalSessionMachine } from './portal-session.machine.js';
 import { relayAllocationMachine } from './relay-allocation.machine.js';
 
@@ -29,6 +31,16 @@ export const DOCUMENTED_MACHINES: readonly {
     file: 'gateway-supervisor.md',
     source: 'src/machines/gateway-supervisor.machine.ts',
     machine: gatewaySupervisorMachine,
+  },
+  {
+    file: 'nameserver-selector.md',
+    source: 'src/machines/nameserver-selector.machine.ts',
+    machine: nameserverSelectorMachine,
+  },
+  {
+    file: 'dns-resource-nat.md',
+    source: 'src/machines/dns-resource-nat.machine.ts',
+    machine: dnsResourceNatMachine,
   },
   {
     file: 'portal-session.md',
