@@ -1,4 +1,4 @@
-import { type Actor, createActor, type InspectionEvent, type SnapshotFrom } from 'xstate';
+import { type Actor, createActor, fromPromise, type InspectionEvent, type SnapshotFrom } from 'xstate';
 import type { TunDevice } from '../io/tun.js';
 import type { UdpSocket } from '../io/udp.js';
 import {
@@ -6,7 +6,16 @@ import {
   type ClientIce,
   clientConnectionMachine,
 } from '../machines/client-connection.machine.js';
-import { type DesiredClient, gatewaySupervisorMachine } from '../machines/gateway-supervisor.machine.js';
+import { dnsResourceNatMachine } from '../machines/dns-resource-nat.machine.js';
+import {
+  type DesiredClient,
+  gatewaySupervisorMachine,
+  NAMESERVERS_ACTOR_ID,
+} from '../machines/gateway-supervisor.machine.js';
+import {
+  type NameserverSelectorContext,
+  nameserverSelectorMachine,
+} from '../machines/nameserver-selector.machine.js';
 import type { RelayAllocationEvent } from '../machines/relay-allocation.machine.js';
 import { relayAllocationMachine } from '../machines/relay-allocation.machine.js';
 import {
@@ -17,13 +26,14 @@ import {
   type RouterIo,
 } from '../router/router.js';
 import { addressKey } from '../wire/ice/candidate.js';
-import type { ClientId } from '../wire/ids.js';
-import { parseIp } from '../wire/ip/address.js';
+import type { ClientId, ResourceId } from '../wire/ids.js';
+import { formatIp, parseIp } from '../wire/ip/address.js';
 import type { DomainStatus } from '../wire/p2p/control.js';
 import type { Grant } from '../wire/policy.js';
 import type { TransportAddress } from '../wire/stun/message.js';
 import type { TurnEvent, TurnRelayConfig } from '../wire/turn/client.js';
 import type { Clock } from './clock.js';
+import { addressTexts, DnsService, type DnsTransport, type DnsUpstream } from './dns.js';
 
 /** The injected logger (pino's shape): constant messages, structured fields. */
 export interface GatewayLog {
@@ -61,7 +71,17 @@ export interface GatewayOptions {
   readonly hostAddressTowards?: (server: TransportAddress) => Promise<Uint8Array | undefined>;
   /** SOFTWARE attribute of our TURN requests. */
   readonly software?: string;
+  /**
+   * Upstream DNS: the nameservers of resolv.conf (as text) and how to reach them. Without it the
+   * selector has nobody to choose: the DNS server answers SERVFAIL and DNS-resource NAT fails.
+   */
+  readonly dns?: { readonly nameservers: readonly string[]; readonly upstream: DnsUpstream };
 }
+
+/** No upstream at all (a gateway configured without nameservers). */
+const NO_UPSTREAM: DnsUpstream = {
+  exchange: () => Promise.resolve({ ok: false, error: { code: 'unreachable', message: 'no upstream' } }),
+};
 
 /**
  * The running gateway: the actor system (a supervisor with one client-connection actor per
@@ -86,6 +106,9 @@ export class Gateway {
   private relayChain: Promise<void> = Promise.resolve();
   private relayUpdatesQueued = 0;
   private readonly supervisor: Actor<typeof gatewaySupervisorMachine>;
+  /** The DNS forwarder and resolver (the selector actor picks their nameserver). */
+  readonly dns: DnsService;
+  private loggedNameserver: string | undefined | null = null;
   private timer: unknown;
   private timerAt = Number.POSITIVE_INFINITY;
   private stopped = false;
@@ -115,8 +138,79 @@ export class Gateway {
       ...(opts.software ? { software: opts.software } : {}),
     });
     const router = this.router;
-    const client = clientConnectionMachine.provide({
+    this.dns = new DnsService({
+      upstream: opts.dns?.upstream ?? NO_UPSTREAM,
+      clock: this.clock,
+      selected: () => this.selectedNameserver(),
+      unresponsive: (server) =>
+        this.supervisor.send({
+          type: 'nameservers.event',
+          event: { type: 'nameserver.unresponsive', server },
+        }),
+      random: opts.random ?? ((n) => globalThis.crypto.getRandomValues(new Uint8Array(n))),
+    });
+    const natBinding = dnsResourceNatMachine.provide({
+      actors: {
+        resolve: fromPromise(async ({ input }) => addressTexts(await this.dns.resolve(input.domain))),
+      },
+      guards: {
+        natAllowed: ({ context }) => router.natAllowed(context.clientId, context.resourceId, context.domain),
+      },
       actions: {
+        applyNat: ({ context }) => {
+          const status = router.setupNat(context.clientId, {
+            resourceId: context.resourceId,
+            domain: context.domain,
+            proxyIps: parseAll(context.proxyIps),
+            realAddrs: parseAll(context.realAddrs ?? []),
+          });
+          this.log.info(
+            {
+              client: context.clientId,
+              resource: context.resourceId,
+              domain: context.domain,
+              addresses: context.realAddrs ?? [],
+              status,
+            },
+            'DNS resource NAT set up',
+          );
+          this.reportDomain(context.clientId, context.resourceId, context.domain, status);
+        },
+        reportInactive: ({ context }) => {
+          this.log.warn(
+            {
+              client: context.clientId,
+              resource: context.resourceId,
+              domain: context.domain,
+              err: context.lastError ?? null,
+              attempt: context.attempts,
+            },
+            'DNS resource lookup failed',
+          );
+          this.reportDomain(context.clientId, context.resourceId, context.domain, 'Inactive');
+        },
+      },
+    });
+    const client = clientConnectionMachine.provide({
+      actors: { natBinding },
+      actions: {
+        refuseNat: ({ context, event }) => {
+          if (event.type !== 'control.assigned-ips') return;
+          this.log.warn(
+            {
+              client: context.clientId,
+              domain: event.domain,
+              bindings: Object.keys(context.natBindings).length,
+            },
+            'Too many DNS resource names for one client; answering Inactive',
+          );
+          this.reportDomain(context.clientId, event.resourceId, event.domain, 'Inactive');
+        },
+        natBindingFailed: ({ context, event }) =>
+          this.log.error(
+            { client: context.clientId, err: String((event as { error?: unknown }).error) },
+            'DNS resource NAT binding failed',
+          ),
         installClient: ({ context }) => {
           const spec = this.specs.get(context.clientId)?.spec;
           if (!spec) throw new Error(`no connection parameters for client ${context.clientId}`);
@@ -181,8 +275,12 @@ export class Gateway {
         },
       },
     });
+    const nameservers = nameserverSelectorMachine.provide({
+      actors: { probeRound: fromPromise(({ input }) => this.dns.probeRound(input.servers)) },
+      actions: { selectionChanged: ({ context }) => this.logNameserver(context) },
+    });
     const supervisor = gatewaySupervisorMachine.provide({
-      actors: { clientConnection: client, relayAllocation: relay },
+      actors: { clientConnection: client, relayAllocation: relay, nameserverSelector: nameservers },
       actions: {
         cleanupRelay: (_, params) => {
           this.relayOwners.delete(params.relayId);
@@ -198,6 +296,7 @@ export class Gateway {
     });
     this.supervisor = createActor(supervisor, {
       clock: this.clock,
+      input: { nameservers: opts.dns?.nameservers ?? [] },
       ...(opts.inspect ? { inspect: opts.inspect } : {}),
     });
     // A failing client is the supervisor's business; an error of the supervisor itself is a bug
@@ -360,6 +459,59 @@ export class Gateway {
     return ip ? { ip, port: sock.localPort } : undefined;
   }
 
+  /** The nameserver the selector chose, if any. */
+  selectedNameserver(): string | undefined {
+    return this.nameserverContext()?.selected;
+  }
+
+  /** The selector's state (`probing`, `selected`, `unavailable`) and context, for tests and inspection. */
+  nameserverState(): { value: unknown; context: NameserverSelectorContext } | undefined {
+    const snap = this.supervisor.getSnapshot().children[NAMESERVERS_ACTOR_ID]?.getSnapshot() as
+      | { value: unknown; context: NameserverSelectorContext }
+      | undefined;
+    return snap ? { value: snap.value, context: snap.context } : undefined;
+  }
+
+  /** Answers one query of the in-tunnel DNS server (port 53535). */
+  dnsQuery(bytes: Uint8Array, transport: DnsTransport): Promise<Uint8Array | undefined> {
+    return this.dns.handleQuery(bytes, transport);
+  }
+
+  /** A and AAAA of a name through the selected nameserver (the legacy flow's lookups). */
+  resolveName(name: string): Promise<Uint8Array[]> {
+    return this.dns.resolve(name);
+  }
+
+  private nameserverContext(): NameserverSelectorContext | undefined {
+    return this.nameserverState()?.context;
+  }
+
+  private logNameserver(context: NameserverSelectorContext): void {
+    if (context.selected === this.loggedNameserver) return;
+    this.loggedNameserver = context.selected;
+    if (context.selected === undefined) {
+      this.log.warn(
+        { nameservers: context.servers, err: context.lastError ?? null },
+        'No nameserver answers; DNS queries get SERVFAIL',
+      );
+    } else {
+      this.log.info(
+        {
+          nameserver: context.selected,
+          rttMs: context.ranking.find((p) => p.server === context.selected)?.rttMs ?? null,
+          ranking: context.ranking.map((p) => p.server),
+        },
+        'Nameserver selected',
+      );
+    }
+  }
+
+  /** Sends DomainStatus for one name to a client (then lets the router's output out). */
+  private reportDomain(clientId: ClientId, resource: ResourceId, domain: string, status: DomainStatus): void {
+    this.router.sendControl(clientId, { type: 'domain-status', resource, domain, status }, this.clock.now());
+    queueMicrotask(() => this.afterTurn());
+  }
+
   /**
    * Sets up DNS-resource NAT for one client: its proxy IPs for `domain` onto `realAddrs`
    * (the legacy flow; newer clients ask over the tunnel). Returns the status to report.
@@ -403,6 +555,15 @@ export class Gateway {
     const entry = this.supervisor.getSnapshot().context.clients[id];
     const child = entry ? this.supervisor.getSnapshot().children[entry.actorId] : undefined;
     return child?.getSnapshot() as SnapshotFrom<typeof clientConnectionMachine> | undefined;
+  }
+
+  /** One client's NAT binding for `domain` (lowercased): its state and context, for tests and inspection. */
+  natBindingSnapshot(id: string, domain: string): SnapshotFrom<typeof dnsResourceNatMachine> | undefined {
+    const snap = this.clientSnapshot(id);
+    const actorId = snap?.context.natBindings[domain];
+    if (!snap || !actorId) return undefined;
+    const child = (snap.children as Record<string, { getSnapshot(): unknown } | undefined>)[actorId];
+    return child?.getSnapshot() as SnapshotFrom<typeof dnsResourceNatMachine> | undefined;
   }
 
   /** Stops the actors (Firezone clients hear goodbye) and the I/O. */
@@ -493,17 +654,12 @@ export class Gateway {
       case 'control':
         if (e.event.type === 'goodbye') event = { type: 'control.goodbye' };
         else if (e.event.type === 'assigned-ips') {
-          // DNS-resource NAT needs the resolver, which is not part of this build: answer
-          // Inactive, as the protocol asks when NAT cannot be set up (spec/snownet.md §4).
-          this.log.warn(
-            { client: e.clientId, resource: e.event.resource },
-            'DNS-resource NAT is not available yet',
-          );
-          this.router.sendControl(
-            e.clientId,
-            { type: 'domain-status', resource: e.event.resource, domain: e.event.domain, status: 'Inactive' },
-            this.clock.now(),
-          );
+          event = {
+            type: 'control.assigned-ips',
+            resourceId: e.event.resource,
+            domain: e.event.domain,
+            proxyIps: e.event.proxyIps.map((ip) => formatIp(ip)),
+          };
         }
         break;
     }
@@ -584,4 +740,14 @@ function grantsKeyOf(grants: readonly Grant[]): string {
       return [r.id, r.type, where, r.type === 'internet' ? [] : r.filters, g.expiresAtMs ?? null];
     }),
   );
+}
+
+/** Addresses from text (machine context) back to bytes; anything unparseable is skipped. */
+function parseAll(texts: readonly string[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const t of texts) {
+    const ip = parseIp(t);
+    if (ip) out.push(ip);
+  }
+  return out;
 }

@@ -16,7 +16,7 @@ import {
   encodeP2pControl,
   type P2pControlEvent,
 } from '../wire/p2p/control.js';
-import { type Grant, PROXY_RANGE_V4, PROXY_RANGE_V6, prefixContains } from '../wire/policy.js';
+import { type Grant, PROXY_RANGE_V4, PROXY_RANGE_V6, prefixContains, TUN_DNS_PORT } from '../wire/policy.js';
 import { DrainQueue } from '../wire/queue.js';
 import type { TransportAddress } from '../wire/stun/message.js';
 import type { TurnCommand, TurnRelayConfig } from '../wire/turn/client.js';
@@ -123,8 +123,6 @@ export type RouterDropReason = (typeof ROUTER_DROP_REASONS)[number];
 export const IDLE_AFTER_MS = 20_000;
 /** Expiry, NAT and idle sweep cadence (`EXPIRE_RESOURCES_INTERVAL`). */
 export const SWEEP_INTERVAL_MS = 1_000;
-/** The in-tunnel DNS server's port on the gateway's tunnel addresses (§7). */
-export const TUN_DNS_PORT = 53535;
 /** Headroom the router leaves in front of packets it builds (TURN channel data + WireGuard). */
 const BUILD_HEADROOM_BYTES = 20;
 /**
@@ -396,6 +394,15 @@ export class Router {
     this.wg.initiateHandshake(this.mustGet(id).peer, now);
     this.drainWireGuard();
     this.endBatch();
+  }
+
+  /**
+   * Whether `setupNat` would accept `domain` for the client now: the resource is an authorized
+   * DNS resource whose pattern covers the name (§6.3 step 2). A read, no change.
+   */
+  natAllowed(id: ClientId, resourceId: ResourceId, domain: string): boolean {
+    const res = this.clients.get(id)?.policy.dnsResource(resourceId);
+    return res !== undefined && domainMatches(res.pattern, domain);
   }
 
   /**

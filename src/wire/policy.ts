@@ -44,6 +44,8 @@ export const PROXY_RANGE_V6 = {
   address: Uint8Array.of(0xfd, 0x00, 0x20, 0x21, 0x11, 0x11, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0),
   prefixLength: 107,
 } as const satisfies IpPrefix;
+/** The in-tunnel DNS server's port on the gateway's tunnel addresses (§7). */
+export const TUN_DNS_PORT = 53535;
 /** The tunnel ranges Client and Gateway tunnel IPs come from. */
 export const TUNNEL_RANGE_V4 = {
   address: Uint8Array.of(100, 64, 0, 0),

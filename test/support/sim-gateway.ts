@@ -204,8 +204,8 @@ export class IceSimPeer {
   }
 }
 
-export function world(extra: Partial<GatewayOptions> = {}) {
-  const clock = new TestClock();
+export function world(extra: Partial<Omit<GatewayOptions, 'clock'>> & { clock?: TestClock } = {}) {
+  const clock = extra.clock ?? new TestClock();
   const rnd = seededRandom(7);
   const net = new MemoryUdpNetwork();
   const tun = new MemoryTun();
