@@ -51,6 +51,8 @@ export interface PortalControlDeps {
   readonly reconnect: () => void;
   /** Resolves a DNS resource's name (A and AAAA) for the legacy flow; rejects on failure. */
   readonly resolve: (name: string) => Promise<Uint8Array[]>;
+  /** The TUN device carries the gateway's tunnel addresses of `init` now (the DNS server binds to them). */
+  readonly interfaceReady?: (addresses: readonly string[]) => void;
   /** Called when the gateway cannot go on (the TUN device refused the `init` configuration). */
   readonly fatal: (reason: string) => void;
   readonly random: (n: number) => Uint8Array;
@@ -240,7 +242,10 @@ export class PortalControlPlane {
     this.tunChain = this.tunChain.then(
       () =>
         this.deps.configureTun(cfg).then(
-          () => this.deps.log.info({ ipv4: cfg.ipv4, ipv6: cfg.ipv6 }, 'TUN device configured'),
+          () => {
+            this.deps.log.info({ ipv4: cfg.ipv4, ipv6: cfg.ipv6 }, 'TUN device configured');
+            this.deps.interfaceReady?.([cfg.ipv4, cfg.ipv6].filter((a): a is string => a !== undefined));
+          },
           (e: unknown) => this.deps.fatal(`configuring the TUN device failed: ${(e as Error).message}`),
         ),
       () => undefined,

@@ -24,6 +24,7 @@ export interface PortalRuntimeOptions {
   readonly gateway: PortalControlGateway;
   readonly configureTun: (cfg: TunConfig) => Promise<void>;
   readonly resolve: (name: string) => Promise<Uint8Array[]>;
+  readonly interfaceReady?: (addresses: readonly string[]) => void;
   readonly random: (n: number) => Uint8Array;
   readonly open?: OpenPortalSocket;
   readonly jitter?: () => number;
@@ -63,6 +64,7 @@ export class PortalRuntime {
       send: (event, payload) => this.session.send({ type: 'portal.send', event, payload }),
       reconnect: () => this.session.send({ type: 'portal.reconnect' }),
       resolve: opts.resolve,
+      ...(opts.interfaceReady ? { interfaceReady: opts.interfaceReady } : {}),
       fatal: (reason) =>
         this.end({
           fatal: { message: 'The gateway cannot apply the portal configuration', fields: { reason } },

@@ -3,11 +3,15 @@ import { realClock } from '../actors/clock.js';
 import { Gateway } from '../actors/gateway.js';
 import { clientPoliciesOf, restartNeeded, tunConfigOf } from '../actors/standalone.js';
 import { exitCodeFor, GatewayError } from '../errors.js';
+import type { DnsListener } from '../io/dns-server.js';
+import { createDnsUpstream } from '../io/dns-upstream.js';
 import { type HealthRoute, type HealthServer, startHealthServer } from '../io/health.js';
 import { createMetricsRegistry } from '../io/metrics.js';
 import { openTun, type TunDevice } from '../io/tun.js';
 import { openTunnelSockets, TUNNEL_PORT, type TunnelSockets } from '../io/tunnel-sockets.js';
+import { formatIp } from '../wire/ip/address.js';
 import { formatKey } from '../wire/keys.js';
+import { dnsListenerFor, loadNameservers } from './dns.js';
 import { resolveGatewayId } from './gateway-id.js';
 import { raiseSocketBufferLimits } from './kernel-buffers.js';
 import { componentLogger, createLogger, type Logger } from './logging.js';
@@ -69,6 +73,7 @@ export async function main(ctx: MainContext): Promise<number> {
   let tun: TunDevice | undefined;
   let sockets: TunnelSockets | undefined;
   let gateway: Gateway | undefined;
+  let dnsListener: DnsListener | undefined;
   try {
     let config: StandaloneConfig | undefined;
     if (opts.config !== undefined) {
@@ -87,6 +92,11 @@ export async function main(ctx: MainContext): Promise<number> {
       gatewayId = gid.id;
       log.info({ source: gid.source }, 'Gateway ID determined');
     }
+    const dnsLog = componentLogger(log, opts.logFilter, 'dns');
+    const dns = {
+      nameservers: await loadNameservers(opts.resolvConf, dnsLog),
+      upstream: createDnsUpstream(),
+    };
     // In portal mode the device is configured by `init`; in standalone mode by the file.
     tun = await openTun({ logger: componentLogger(log, opts.logFilter, 'tun') });
     log.info({ name: tun.name, mtu: tun.mtu }, 'TUN device created');
@@ -105,13 +115,17 @@ export async function main(ctx: MainContext): Promise<number> {
         udp4: sockets.v4,
         udp6: sockets.v6,
         log: componentLogger(log, opts.logFilter, 'gateway'),
+        dns,
       });
       gateway = g;
       g.setInterface(config.interface.ipv4, config.interface.ipv6);
       g.start();
+      const listener = dnsListenerFor(g, dnsLog);
+      dnsListener = listener;
+      await listener.listen(listenAddresses(config.interface));
       g.applyPolicy(clientPoliciesOf(config, realClock.wallNow()));
       routes['/metrics'] = metricsRoute(g);
-      ctx.onReload?.(reloader(g, config, tun, log));
+      ctx.onReload?.(reloader(g, config, tun, log, listener));
     } else {
       portal = startPortalMode({
         apiUrl: opts.apiUrl,
@@ -124,8 +138,11 @@ export async function main(ctx: MainContext): Promise<number> {
         tun,
         udp4: sockets.v4,
         udp6: sockets.v6,
+        dns,
+        interfaceReady: (addresses) => void dnsListener?.listen(addresses),
       });
       gateway = portal.gateway;
+      dnsListener = dnsListenerFor(portal.gateway, dnsLog);
       routes['/metrics'] = metricsRoute(portal.gateway);
       ctx.onReload?.(() => log.info('SIGHUP ignored: nothing to reload in portal mode'));
     }
@@ -170,6 +187,7 @@ export async function main(ctx: MainContext): Promise<number> {
     throw e;
   } finally {
     await health?.close();
+    await dnsListener?.close();
     if (gateway) await gateway.stop();
     else {
       await sockets?.close();
@@ -186,6 +204,8 @@ function metricsRoute(g: Gateway): HealthRoute {
     dropCounters: () => g.router.dropCounters(),
     traffic: () => g.router.traffic,
     clients: () => g.router.clientCount,
+    dns: () => ({ ...g.dns.counters }),
+    nameserverAvailable: () => g.selectedNameserver() !== undefined,
   });
   return async () => ({ contentType: registry.contentType, body: await registry.metrics() });
 }
@@ -225,7 +245,13 @@ export function run(): void {
  * SIGHUP in standalone mode: re-read the policy file and apply it atomically. A bad file is
  * rejected with every problem logged and the running policy kept. Reloads run one at a time.
  */
-function reloader(gateway: Gateway, initial: StandaloneConfig, tun: TunDevice, log: Logger): () => void {
+function reloader(
+  gateway: Gateway,
+  initial: StandaloneConfig,
+  tun: TunDevice,
+  log: Logger,
+  dnsListener: DnsListener,
+): () => void {
   let current = initial;
   let chain: Promise<void> = Promise.resolve();
   const reload = async () => {
@@ -243,6 +269,7 @@ function reloader(gateway: Gateway, initial: StandaloneConfig, tun: TunDevice, l
     }
     await tun.configure(tunConfigOf(next));
     gateway.setInterface(next.interface.ipv4, next.interface.ipv6);
+    await dnsListener.listen(listenAddresses(next.interface));
     gateway.applyPolicy(clientPoliciesOf(next, realClock.wallNow()));
     current = next;
     log.info({ config: next.path, peers: next.peers.map((p) => p.name) }, 'Policy file reloaded');
@@ -252,4 +279,12 @@ function reloader(gateway: Gateway, initial: StandaloneConfig, tun: TunDevice, l
       log.error({ err: (e as Error).message }, 'Reloading the policy file failed');
     });
   };
+}
+
+/** The in-tunnel DNS server's addresses: the gateway's tunnel addresses. */
+function listenAddresses(iface: {
+  readonly ipv4: Uint8Array | undefined;
+  readonly ipv6: Uint8Array | undefined;
+}): string[] {
+  return [iface.ipv4, iface.ipv6].filter((a): a is Uint8Array => a !== undefined).map((a) => formatIp(a));
 }

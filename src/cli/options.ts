@@ -26,10 +26,13 @@ export interface GatewayOptions {
   readonly config: string | undefined;
   /** Statechart visualizer / inspection server address; off when absent. */
   readonly debugAddr: SocketAddress | undefined;
+  /** Where the upstream nameservers are read from. */
+  readonly resolvConf: string;
 }
 
 export const DEFAULT_API_URL = 'wss://api.firezone.dev';
 export const DEFAULT_HEALTH_CHECK_ADDR = '0.0.0.0:8080';
+export const DEFAULT_RESOLV_CONF = '/etc/resolv.conf';
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -113,6 +116,12 @@ function buildProgram(): Command {
       new Option(
         '--config <FILE>',
         'Standalone mode: local policy file instead of a portal (no token needed)',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--resolv-conf <FILE>',
+        'Read the upstream nameservers (for the in-tunnel DNS server and DNS resources) from this file [env: FIREZONE_RESOLV_CONF] (default: "/etc/resolv.conf")',
       ),
     )
     .addOption(
@@ -216,6 +225,8 @@ function resolveOptions(program: Command, env: Env): GatewayOptions {
   }
 
   if (config !== undefined && config.trim() === '') throw new UsageError('--config needs a file path');
+  const resolvConf = str('resolvConf', 'FIREZONE_RESOLV_CONF') ?? DEFAULT_RESOLV_CONF;
+  if (resolvConf.trim() === '') throw new UsageError('--resolv-conf needs a file path');
 
   return {
     token: token || undefined,
@@ -232,6 +243,7 @@ function resolveOptions(program: Command, env: Env): GatewayOptions {
     logFilter,
     config,
     debugAddr,
+    resolvConf,
   };
 }
 

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { lookup } from 'node:dns/promises';
 import { readFileSync } from 'node:fs';
 import { arch, hostname, platform, release } from 'node:os';
 import type { InspectionEvent } from 'xstate';
 import type { Clock } from '../actors/clock.js';
+import type { DnsUpstream } from '../actors/dns.js';
 import { Gateway, type GatewayLog } from '../actors/gateway.js';
 import { PortalRuntime } from '../actors/portal-runtime.js';
 import type { OpenPortalSocket } from '../actors/portal-session.js';
@@ -11,7 +11,6 @@ import { GatewayError } from '../errors.js';
 import { sourceAddressTowards } from '../io/route-source.js';
 import type { TunDevice } from '../io/tun.js';
 import type { UdpSocket } from '../io/udp.js';
-import { parseIp } from '../wire/ip/address.js';
 import { formatKey } from '../wire/keys.js';
 import { buildLoginUrl, userAgent } from '../wire/portal/login-url.js';
 import type { TransportAddress } from '../wire/stun/message.js';
@@ -38,7 +37,12 @@ export interface PortalModeOptions {
   readonly open?: OpenPortalSocket;
   readonly jitter?: () => number;
   readonly random?: (n: number) => Uint8Array;
+  /** DNS-resource lookups of the legacy flow; the gateway's resolver by default. */
   readonly resolve?: (name: string) => Promise<Uint8Array[]>;
+  /** Upstream DNS (resolv.conf's nameservers and the sockets to reach them). */
+  readonly dns?: { readonly nameservers: readonly string[]; readonly upstream: DnsUpstream };
+  /** The TUN device carries the tunnel addresses of an `init` (the DNS server binds to them). */
+  readonly interfaceReady?: (addresses: readonly string[]) => void;
   readonly inspect?: (event: InspectionEvent) => void;
   /** Our address towards a relay (tests on simulated I/O); the kernel's choice by default. */
   readonly hostAddressTowards?: (server: TransportAddress) => Promise<Uint8Array | undefined>;
@@ -77,17 +81,6 @@ export function readOsRelease(path = '/etc/os-release'): { type: string; version
   return { type: id.charAt(0).toUpperCase() + id.slice(1), version: field('VERSION_ID') || 'unknown' };
 }
 
-/** A's and AAAA's of a name from the system resolver (the legacy flow's DNS-resource lookups). */
-export async function systemResolve(name: string): Promise<Uint8Array[]> {
-  const found = await lookup(name, { all: true, verbatim: true });
-  const out: Uint8Array[] = [];
-  for (const a of found) {
-    const ip = parseIp(a.address);
-    if (ip) out.push(ip);
-  }
-  return out;
-}
-
 export function startPortalMode(o: PortalModeOptions): PortalMode {
   const random = o.random ?? ((n: number) => new Uint8Array(randomBytes(n)));
   // One key per process start, as the reference: a restart is a new WireGuard identity.
@@ -115,6 +108,7 @@ export function startPortalMode(o: PortalModeOptions): PortalMode {
     onCandidates: (id, added, removed) => runtime?.control.localCandidates(id, added, removed),
     hostAddressTowards: o.hostAddressTowards ?? ((server) => sourceAddressTowards(server.ip)),
     software: `firezone-gateway/${GATEWAY_VERSION}`,
+    ...(o.dns ? { dns: o.dns } : {}),
     ...(o.inspect ? { inspect: o.inspect } : {}),
   });
   runtime = new PortalRuntime({
@@ -124,7 +118,8 @@ export function startPortalMode(o: PortalModeOptions): PortalMode {
     log: o.log,
     gateway,
     configureTun: (cfg) => o.tun.configure(cfg),
-    resolve: o.resolve ?? systemResolve,
+    resolve: o.resolve ?? ((name) => gateway.resolveName(name)),
+    ...(o.interfaceReady ? { interfaceReady: o.interfaceReady } : {}),
     random,
     ...(o.open ? { open: o.open } : {}),
     ...(o.jitter ? { jitter: o.jitter } : {}),

@@ -5,6 +5,10 @@ export interface MetricsSource {
   dropCounters(): Record<string, number>;
   traffic(): Record<string, number>;
   clients(): number;
+  /** The DNS server's and resolver's counters (queries, SERVFAIL, FORMERR, lookups, ...). */
+  dns?(): Record<string, number>;
+  /** Whether a nameserver is selected (1) or none answers (0). */
+  nameserverAvailable?(): boolean;
 }
 
 /**
@@ -47,5 +51,33 @@ export function createMetricsRegistry(source: MetricsSource): Registry {
       registers: [],
     }),
   );
+  const dns = source.dns?.bind(source);
+  if (dns) {
+    registry.registerMetric(
+      new Counter({
+        name: 'firezone_gateway_dns_total',
+        help: 'In-tunnel DNS server and resolver events, by kind (queries, answered, servfailNoNameserver, lookups, ...)',
+        labelNames: ['kind'],
+        collect() {
+          this.reset();
+          for (const [kind, n] of Object.entries(dns())) if (n > 0) this.inc({ kind }, n);
+        },
+        registers: [],
+      }),
+    );
+  }
+  const available = source.nameserverAvailable?.bind(source);
+  if (available) {
+    registry.registerMetric(
+      new Gauge({
+        name: 'firezone_gateway_nameserver_available',
+        help: '1 while a nameserver is selected, 0 while none answers',
+        collect() {
+          this.set(available() ? 1 : 0);
+        },
+        registers: [],
+      }),
+    );
+  }
   return registry;
 }

@@ -34,7 +34,13 @@ export function startGateway(
   if (opts.setpriv) argv = ['setpriv', ...opts.setpriv, ...argv];
   if (opts.ns) argv = ['ip', 'netns', 'exec', opts.ns.name, ...argv];
   const child = spawn(argv[0]!, argv.slice(1), {
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', FIREZONE_NO_INC_BUF: 'true', ...opts.env },
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      FIREZONE_NO_INC_BUF: 'true',
+      // The host's nameservers are not the tests' business: probes go to loopback only.
+      FIREZONE_RESOLV_CONF: join(REPO, 'test', 'fixtures', 'dns', 'loopback-resolv.conf'),
+      ...opts.env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const run: GatewayRun = {

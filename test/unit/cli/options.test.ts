@@ -36,6 +36,14 @@ describe('command line and environment', () => {
     expect(o.logFilter.level).toBe('info');
     expect(o.config).toBeUndefined();
     expect(o.debugAddr).toBeUndefined();
+    expect(o.resolvConf).toBe('/etc/resolv.conf');
+  });
+
+  it('takes the nameserver file from --resolv-conf, else FIREZONE_RESOLV_CONF', () => {
+    expect(options(['t'], { FIREZONE_RESOLV_CONF: '/run/a.conf' }).resolvConf).toBe('/run/a.conf');
+    expect(
+      options(['t', '--resolv-conf', '/run/b.conf'], { FIREZONE_RESOLV_CONF: '/run/a.conf' }).resolvConf,
+    ).toBe('/run/b.conf');
   });
 
   it('takes every setting from the environment', () => {
@@ -169,6 +177,8 @@ describe('command line and environment', () => {
       'FIREZONE_LOG',
       'RUST_LOG',
       '--config',
+      '--resolv-conf',
+      'FIREZONE_RESOLV_CONF',
       '--debug-addr',
       '-V, --version',
     ]) {
@@ -196,6 +206,7 @@ describe('command line and environment', () => {
     [['t', '--debug-addr', '::1:80'], /--debug-addr/],
     [['t', '--log-level', 'dbug'], /invalid log directive 'dbug'.*--log-level/],
     [['--config', ''], /--config needs a file path/],
+    [['t', '--resolv-conf', ' '], /--resolv-conf needs a file path/],
   ])('exits 2 on %j', (argv, message) => {
     expect(usageError(argv)).toMatch(message);
   });
