@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { createSocket, type Socket } from 'node:dgram';
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { openTun, type TunDevice } from '../../io/tun.js';
 import { formatIp, parseIp } from '../../wire/ip/address.js';
-import { type IpPrefix, parsePrefix } from '../../wire/ip/prefix.js';
+import { formatPrefix, type IpPrefix, parsePrefix } from '../../wire/ip/prefix.js';
 import { parseKey } from '../../wire/keys.js';
 import {
   decodeFrame,
@@ -14,13 +14,20 @@ import {
   JOIN_EVENT,
   PHOENIX_TOPIC,
 } from '../../wire/phoenix/frame.js';
-import { prefixContains } from '../../wire/policy.js';
+import {
+  PROXY_RANGE_V4,
+  PROXY_RANGE_V6,
+  prefixContains,
+  TUNNEL_RANGE_V4,
+  TUNNEL_RANGE_V6,
+} from '../../wire/policy.js';
 import type { TransportAddress } from '../../wire/stun/message.js';
 import { SimClientConnection } from './connection.js';
+import { DnsStub, FORWARD_TIMEOUT_MS, GATEWAY_DNS_PORT, looksLikeControl } from './dns-stub.js';
 
 /**
  * `node dist/dev/client/main.js --portal-url ws://127.0.0.1:PORT --token TOKEN --private-key-file
- * FILE [--bind 0.0.0.0] [--port 0] [--tun-name tun-fzclient] [--resource ID ...]`
+ * FILE [--bind 0.0.0.0] [--port 0] [--tun-name tun-fzclient] [--resource ID ...] [--dns-listen IP:PORT]`
  *
  * The simulated Firezone client: joins the dev portal's client channel, opens a TUN device with
  * the tunnel addresses and resource routes of its `init`, asks for a flow per resource
@@ -31,15 +38,27 @@ import { SimClientConnection } from './connection.js';
  * A connection whose WireGuard session expires, whose ICE agent finds no path for 2 s, or that
  * has no path 10 s after it was created, is dropped and its flows are requested again (a new connection, as the Firezone client does).
  *
+ * With `--dns-listen IP:PORT` (e.g. `127.0.0.1:53`) it also resolves the `init`'s DNS resources as
+ * a Firezone client does (`dns-stub.ts`, `spec/gateway-dataplane.md` §6.1, §7.1): a UDP stub
+ * resolver answers A/AAAA for names matching a resource pattern with proxy IPs (4 from
+ * 100.96.0.0/11, 4 from fd00:2021:1111:8000::/107 per name), asks for a flow to the resource and
+ * sends AssignedIps through the tunnel (retransmitted every 2 s until DomainStatus; the answer
+ * waits for it, at most 5 s); other query types for such names are forwarded to the gateway's DNS
+ * server (`<gateway tunnel IPv4>:53535`, through the TUN device and the tunnel); other names get
+ * REFUSED. The TUN device then also routes the tunnel ranges (100.64.0.0/11,
+ * fd00:2021:1111::/107) and the proxy ranges: packets to a proxy IP go to the gateway serving its
+ * resource, packets to a gateway's tunnel IP to that gateway. Control packets from gateways are
+ * never written to the TUN device.
+ *
  * Progress goes to stdout as JSON lines (`joined`, `flow`, `ice`, `path`, `session`,
- * `reconnecting`, `error`),
+ * `reconnecting`, `domain` (each DomainStatus: resource, domain, status, proxyIps), `error`),
  * for people and tests alike; diagnostics to stderr. Exit codes: 0 after SIGINT/SIGTERM, 1 on a
  * fatal error (portal refused, TUN failed), 2 for a usage error.
  */
 
 const USAGE =
   'usage: main.js --portal-url <ws://host:port> --token <client token> --private-key-file <file> ' +
-  '[--bind <address>] [--port <port>] [--tun-name <name>] [--resource <id>]...';
+  '[--bind <address>] [--port <port>] [--tun-name <name>] [--resource <id>]... [--dns-listen <ip:port>]';
 
 /** The client's routing table (and the fwmark that would bypass it, which nothing sets). */
 const CLIENT_TABLE = 0x2021fd01;
@@ -55,6 +74,8 @@ interface GatewayLink {
   readonly conn: SimClientConnection;
   readonly prefixes: IpPrefix[];
   readonly resources: Set<string>;
+  /** The gateway's tunnel IPv4 (its DNS server listens there on port 53535). */
+  readonly gatewayIpv4: string;
   /** Since when ICE has had no viable pair (a dead link is re-requested after 2 s). */
   disconnectedSince: number | undefined;
   readonly createdAt: number;
@@ -80,6 +101,19 @@ function addrText(a: TransportAddress): string {
   return a.ip.length === 4 ? `${formatIp(a.ip)}:${a.port}` : `[${formatIp(a.ip)}]:${a.port}`;
 }
 
+/** `IP:PORT` or `[IPv6]:PORT`. */
+function parseListen(text: string): { ip: string; port: number; v6: boolean } | undefined {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
+  const ip = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  const bytes = ip === undefined ? undefined : parseIp(ip);
+  if (!bytes || !Number.isInteger(port) || port < 1 || port > 65535) return undefined;
+  return { ip: ip!, port, v6: bytes.length === 16 };
+}
+
+/** A flow request for a DNS resource not answered in this long is sent again. */
+const FLOW_RETRY_MS = 10_000;
+
 async function main(): Promise<void> {
   let values: Record<string, string | string[] | boolean | undefined>;
   try {
@@ -92,6 +126,7 @@ async function main(): Promise<void> {
         port: { type: 'string', default: '0' },
         'tun-name': { type: 'string', default: 'tun-fzclient' },
         resource: { type: 'string', multiple: true },
+        'dns-listen': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -116,6 +151,10 @@ async function main(): Promise<void> {
   if (!Number.isInteger(port) || port < 0 || port > 65535)
     fail(`--port: not a port: ${String(values.port)}`, 2);
   const wanted = new Set((values.resource as string[] | undefined) ?? []);
+  const dnsListen =
+    values['dns-listen'] === undefined ? undefined : parseListen(values['dns-listen'] as string);
+  if (values['dns-listen'] !== undefined && !dnsListen)
+    fail(`--dns-listen: not IP:PORT: ${String(values['dns-listen'])}`, 2);
 
   const udp: Socket = createSocket('udp4');
   await new Promise<void>((resolve, reject) => {
@@ -127,13 +166,93 @@ async function main(): Promise<void> {
   const links = new Map<string, GatewayLink>();
   let tun: TunDevice | undefined;
   let timer: NodeJS.Timeout | undefined;
+  /** The stub resolver of `--dns-listen`, and its socket. */
+  const stub = dnsListen ? new DnsStub<RemoteInfo>() : undefined;
+  let dnsSock: Socket | undefined;
+  /** DNS resources whose flow we asked for, and when (until a `flow_created` adds them to a link). */
+  const flowRequests = new Map<string, number>();
+  /** Queries for a gateway's DNS server, waiting until a link to it has a path. */
+  const forwardQueue: { id: number; resource: string; query: Uint8Array }[] = [];
+  const linkFor = (resource: string) => [...links.values()].find((l) => l.resources.has(resource));
+
+  const flush = (c: SimClientConnection) => {
+    for (let x = c.pollTransmit(); x; x = c.pollTransmit()) udp.send(x.bytes, x.to.port, formatIp(x.to.ip));
+  };
+
+  /** A DNS resource was queried: ask the portal for a flow unless a link serves it already. */
+  const ensureFlow = (resource: string, t: number) => {
+    if (linkFor(resource)) return;
+    const at = flowRequests.get(resource);
+    if (at !== undefined && t - at < FLOW_RETRY_MS) return;
+    flowRequests.set(resource, t);
+    push('client', 'create_flow', { resource_id: resource });
+  };
+
+  /** Sends a query to the gateway's DNS server from a kernel socket (through the TUN device). */
+  const forward = (f: { id: number; query: Uint8Array }, gatewayIpv4: string) => {
+    const s = createSocket('udp4');
+    const done = () => {
+      clearTimeout(expiry);
+      try {
+        s.close();
+      } catch {
+        // already closed
+      }
+    };
+    const expiry = setTimeout(done, FORWARD_TIMEOUT_MS);
+    s.on('error', done);
+    s.on('message', (msg) => {
+      stub?.handleForwardReply(f.id, new Uint8Array(msg), now());
+      done();
+      pump();
+    });
+    s.send(f.query, GATEWAY_DNS_PORT, gatewayIpv4);
+  };
+
+  /** Runs the stub's timers and carries out what it asks for. */
+  const serviceDns = (t: number) => {
+    if (!stub) return;
+    if (stub.pollTimeout() <= t) stub.handleTimeout(t);
+    for (let o = stub.pollOutput(); o; o = stub.pollOutput()) {
+      switch (o.type) {
+        case 'reply':
+          dnsSock?.send(o.bytes, o.to.port, o.to.address);
+          break;
+        case 'flow':
+          ensureFlow(o.resource, t);
+          break;
+        case 'control': {
+          // Without a path it is dropped: the stub retransmits, and at once when a session is up.
+          const l = linkFor(o.resource);
+          if (l?.conn.path) l.conn.sendIp(o.packet, t);
+          break;
+        }
+        case 'forward':
+          forwardQueue.push(o);
+          break;
+        case 'domain':
+          say('domain', { resource: o.resource, domain: o.domain, status: o.status, proxyIps: o.proxyIps });
+          break;
+      }
+    }
+    for (let i = 0; i < forwardQueue.length; ) {
+      const f = forwardQueue[i]!;
+      const l = linkFor(f.resource);
+      if (!stub.forwardPending(f.id)) forwardQueue.splice(i, 1);
+      else if (l?.conn.path) {
+        forwardQueue.splice(i, 1);
+        forward(f, l.gatewayIpv4);
+      } else i++;
+    }
+  };
 
   const pump = () => {
     const t = now();
+    serviceDns(t);
     for (const l of links.values()) {
       const c = l.conn;
       if (c.pollTimeout() <= t) c.handleTimeout(t);
-      for (let x = c.pollTransmit(); x; x = c.pollTransmit()) udp.send(x.bytes, x.to.port, formatIp(x.to.ip));
+      flush(c);
       let dead = false;
       for (let e = c.pollEvent(); e; e = c.pollEvent()) {
         if (e.type === 'ice') {
@@ -143,15 +262,25 @@ async function main(): Promise<void> {
         else {
           say('session', { gateway: l.id, established: e.established });
           if (!e.established) dead = true;
+          // AssignedIps dropped while there was no link go out now instead of at the next retransmit.
+          else stub?.retransmitNow(l.resources, t);
         }
       }
-      for (let p = c.pollPacket(); p; p = c.pollPacket()) tun?.write(p, 0, p.length);
+      for (let p = c.pollPacket(); p; p = c.pollPacket()) {
+        // Control events (DomainStatus, Goodbye) are for us, never for the kernel.
+        if (looksLikeControl(p)) stub?.handleTunnelPacket(p, t);
+        else tun?.write(p, 0, p.length);
+      }
       if (l.disconnectedSince !== undefined && t - l.disconnectedSince >= RECONNECT_AFTER_DISCONNECTED_MS)
         dead = true;
       if (!c.path && t - l.createdAt >= RECONNECT_WITHOUT_PATH_MS) dead = true;
       if (dead) reconnect(l);
     }
-    let at = Number.POSITIVE_INFINITY;
+    if (stub) {
+      serviceDns(t);
+      for (const l of links.values()) flush(l.conn);
+    }
+    let at = stub?.pollTimeout() ?? Number.POSITIVE_INFINITY;
     for (const l of links.values()) {
       at = Math.min(at, l.conn.pollTimeout());
       if (l.disconnectedSince !== undefined)
@@ -171,7 +300,10 @@ async function main(): Promise<void> {
     if (links.get(l.id) !== l) return;
     links.delete(l.id);
     say('reconnecting', { gateway: l.id });
-    for (const r of l.resources) push('client', 'create_flow', { resource_id: r });
+    for (const r of l.resources) {
+      flowRequests.set(r, now());
+      push('client', 'create_flow', { resource_id: r });
+    }
   };
 
   udp.on('message', (msg, rinfo) => {
@@ -201,16 +333,41 @@ async function main(): Promise<void> {
   });
   ws.on('open', () => push('client', JOIN_EVENT, {}));
 
+  if (dnsListen && stub) {
+    const sock = createSocket(dnsListen.v6 ? 'udp6' : 'udp4');
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind(dnsListen.port, dnsListen.ip, () => resolve());
+    }).catch((e: unknown) =>
+      fail(`--dns-listen: cannot bind ${values['dns-listen']}: ${(e as Error).message}`),
+    );
+    sock.on('error', (e) => say('error', { reason: `DNS socket: ${e.message}` }));
+    sock.on('message', (msg, rinfo) => {
+      stub.handleQuery(new Uint8Array(msg), rinfo, now());
+      pump();
+    });
+    dnsSock = sock;
+  }
+
   const onInit = async (p: { interface: { ipv4: string; ipv6: string }; resources: ClientResource[] }) => {
     const cidrs = p.resources.filter(
       (r) => r.type === 'cidr' && r.address && (wanted.size === 0 || wanted.has(r.id)),
     );
+    stub?.setResources(
+      p.resources
+        .filter((r) => r.type === 'dns' && r.address && (wanted.size === 0 || wanted.has(r.id)))
+        .map((r) => ({ id: r.id, address: r.address! })),
+    );
+    // With the stub resolver: the gateways' tunnel IPs and the proxy IPs are reached through us too.
+    const ranges = stub
+      ? [TUNNEL_RANGE_V4, TUNNEL_RANGE_V6, PROXY_RANGE_V4, PROXY_RANGE_V6].map((r) => formatPrefix(r))
+      : [];
     if (!tun) {
       tun = await openTun({ name: values['tun-name'] as string });
       await tun.configure({
         ipv4: p.interface.ipv4,
         ipv6: p.interface.ipv6,
-        routes: cidrs.map((r) => r.address!),
+        routes: [...cidrs.map((r) => r.address!), ...ranges],
         // A table of its own, consulted for all traffic before the main table (the routes
         // cover the resources only, so the UDP socket's own traffic still goes the normal way).
         table: CLIENT_TABLE,
@@ -221,9 +378,14 @@ async function main(): Promise<void> {
           const at = batch.offsets[i]!;
           const buf = batch.bufs[i]!.subarray(at, at + batch.lengths[i]!);
           const v4 = buf[0]! >> 4 === 4;
-          const link = [...links.values()].find((l) =>
-            l.prefixes.some((pr) => prefixContains(pr, buf, v4 ? 16 : 24, v4 ? 4 : 16)),
-          );
+          const dst = v4 ? 16 : 24;
+          const len = v4 ? 4 : 16;
+          // A proxy IP goes to the gateway serving its resource; anything else by prefix.
+          const proxied = stub?.resourceForProxy(buf, dst, len);
+          const link =
+            proxied !== undefined
+              ? linkFor(proxied)
+              : [...links.values()].find((l) => l.prefixes.some((pr) => prefixContains(pr, buf, dst, len)));
           link?.conn.sendIp(Uint8Array.from(buf), now());
         }
         pump();
@@ -239,6 +401,7 @@ async function main(): Promise<void> {
       gateway_id: string;
       gateway_public_key: string;
       gateway_ipv4: string;
+      gateway_ipv6?: string;
       preshared_key: string;
       client_ice_credentials: { username: string; password: string };
       gateway_ice_credentials: { username: string; password: string };
@@ -272,12 +435,15 @@ async function main(): Promise<void> {
         conn,
         prefixes: [],
         resources: new Set(),
+        gatewayIpv4: f.gateway_ipv4,
         disconnectedSince: undefined,
         createdAt: now(),
       };
       links.set(f.gateway_id, link);
       const gw = parseIp(f.gateway_ipv4);
       if (gw) link.prefixes.push({ address: gw, prefixLength: 32 } as IpPrefix);
+      const gw6 = f.gateway_ipv6 === undefined ? undefined : parseIp(f.gateway_ipv6);
+      if (gw6?.length === 16) link.prefixes.push({ address: gw6, prefixLength: 128 } as IpPrefix);
       push('client', 'broadcast_ice_candidates', {
         gateway_ids: [f.gateway_id],
         candidates: conn.localCandidates(),
@@ -285,6 +451,7 @@ async function main(): Promise<void> {
     }
     if (prefix) link.prefixes.push(prefix);
     link.resources.add(f.resource_id);
+    flowRequests.delete(f.resource_id);
     say('flow', { resource: f.resource_id, gateway: f.gateway_id });
     pump();
   };
@@ -333,6 +500,7 @@ async function main(): Promise<void> {
     if (timer) clearTimeout(timer);
     ws.close(1000);
     udp.close();
+    dnsSock?.close();
     void tun?.close().finally(() => process.exit(0));
     if (!tun) process.exit(0);
   };
