@@ -261,9 +261,25 @@ export class OurGateway {
    * Portal mode: `firezone-gateway TOKEN --api-url URL`; ready once it has joined the portal's
    * gateway channel. The public key is the one of the "Portal mode: connecting" line.
    */
-  static async startPortal(ns: Netns, apiUrl: string, token: string, id: string): Promise<OurGateway> {
+  static async startPortal(
+    ns: Netns,
+    apiUrl: string,
+    token: string,
+    id: string,
+    extraArgs: readonly string[] = [],
+  ): Promise<OurGateway> {
     const run = startGateway(
-      [token, '--api-url', apiUrl, '--firezone-id', id, '--health-check-addr', '127.0.0.1:0', '--no-inc-buf'],
+      [
+        token,
+        '--api-url',
+        apiUrl,
+        '--firezone-id',
+        id,
+        '--health-check-addr',
+        '127.0.0.1:0',
+        '--no-inc-buf',
+        ...extraArgs,
+      ],
       { ns },
     );
     return OurGateway.whenReady(run, ns, '', 'Joined the gateway channel', 'Portal mode: connecting');
@@ -659,9 +675,14 @@ export class GatewayLab {
    * (d) Portal mode: our gateway joins the portal at `apiUrl` (reachable inside the gateway
    * namespace). No client tunnel yet: its keys come from the portal's flow.
    */
-  async startOursPortal(apiUrl: string, token: string, id = 'e2e-gateway'): Promise<OurGateway> {
+  async startOursPortal(
+    apiUrl: string,
+    token: string,
+    id = 'e2e-gateway',
+    extraArgs: readonly string[] = [],
+  ): Promise<OurGateway> {
     await this.stop();
-    const ours = await OurGateway.startPortal(this.gateway, apiUrl, token, id);
+    const ours = await OurGateway.startPortal(this.gateway, apiUrl, token, id, extraArgs);
     this.ours = ours;
     this.kind = 'ours';
     return ours;

@@ -89,7 +89,13 @@ export class SimClientProcess {
     });
   }
 
-  static start(ns: Netns, portalUrl: string, token: string, privateKeyPath: string): SimClientProcess {
+  static start(
+    ns: Netns,
+    portalUrl: string,
+    token: string,
+    privateKeyPath: string,
+    extraArgs: readonly string[] = [],
+  ): SimClientProcess {
     const child = ns.spawn(process.execPath, [
       join(REPO, 'dist', 'dev', 'client', 'main.js'),
       '--portal-url',
@@ -100,6 +106,7 @@ export class SimClientProcess {
       privateKeyPath,
       '--bind',
       ADDR.clientUnderlay,
+      ...extraArgs,
     ]);
     return new SimClientProcess(child);
   }
