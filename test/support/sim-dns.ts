@@ -65,6 +65,11 @@ export class SimDnsNetwork implements DnsUpstream {
       const question = q.questions?.[0];
       s.queries.push(`${question?.name}/${question?.type}/${transport}`);
       if (s.state === 'silent') return;
+      // Delay 0: at once, for tests whose clock does not run.
+      if (s.delayMs === 0) {
+        queueMicrotask(() => resolve({ ok: true, value: answer(s, q, transport) }));
+        return;
+      }
       const timer = this.clock.setTimeout(
         () => resolve({ ok: true, value: answer(s, q, transport) }),
         s.delayMs,

@@ -1,4 +1,5 @@
 import dnsPacket from 'dns-packet';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { type Actor, createActor, fromPromise } from 'xstate';
 import { TestClock } from '../../../src/actors/clock.js';
@@ -10,6 +11,7 @@ import {
   nameserverSelectorMachine,
 } from '../../../src/machines/nameserver-selector.machine.js';
 import { formatIp } from '../../../src/wire/ip/address.js';
+import { PROPERTY_RUNS } from '../../support/arbitraries.js';
 import { advanceAsync, SimDnsNetwork, settleAsync } from '../../support/sim-dns.js';
 import { seededRandom } from '../../support/wg-pair.js';
 
@@ -277,6 +279,46 @@ describe('in-tunnel DNS forwarding', () => {
     expect(a.rcode).toBe('SERVFAIL');
     expect(a.id).toBe(0x1234);
     expect(h.dns.counters.servfailUpstream).toBe(1);
+  });
+});
+
+describe('in-tunnel DNS: anything from the network', () => {
+  it('never rejects and answers at most one message, whatever the bytes (random and mutated queries)', async () => {
+    const h = harness([FAST]);
+    h.net.add(FAST, {
+      delayMs: 0,
+      zone: new Map([
+        ['firezone.dev', { a: ['192.0.2.1'] }],
+        ['web.svc.test', { a: ['172.20.1.10'], txt: ['x'] }],
+      ]),
+    });
+    h.selector.start();
+    await settleAsync();
+    expect(h.selected()).toBe(FAST);
+    const valid = query('web.svc.test', 'TXT', 77);
+    const mutated = fc
+      .tuple(fc.nat(valid.length - 1), fc.integer({ min: 0, max: 255 }), fc.nat(valid.length))
+      .map(([at, byte, cut]) => {
+        const b = Uint8Array.from(valid);
+        b[at] = byte;
+        return b.subarray(0, Math.max(0, b.length - cut));
+      });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(fc.uint8Array({ maxLength: 600 }), mutated),
+        fc.constantFrom('udp' as const, 'tcp' as const),
+        async (bytes, transport) => {
+          const answer = await h.dns.handleQuery(bytes, transport);
+          if (answer === undefined) return;
+          const a = decode(answer);
+          expect(a.type).toBe('response');
+          expect(a.id).toBe(bytes.length >= 2 ? (bytes[0]! << 8) | bytes[1]! : a.id);
+          if (transport === 'udp') expect(answer.length).toBeLessThanOrEqual(1200);
+        },
+      ),
+      { numRuns: Math.min(PROPERTY_RUNS, 5_000) },
+    );
+    expect(h.dns.counters.queries).toBeGreaterThan(0);
   });
 });
 

@@ -13,6 +13,7 @@ import { parsePortalPolicy } from '../../../src/dev/portal/policy.js';
 import { type DevPortal, startDevPortal } from '../../../src/dev/portal/server.js';
 import { MemoryTun } from '../../../src/io/memory-tun.js';
 import { MemoryUdpNetwork } from '../../../src/io/memory-udp.js';
+import { SimDnsNetwork } from '../../support/sim-dns.js';
 import { GATEWAY_TOKEN, IDS, policyJson } from '../dev/portal/harness.js';
 
 /**
@@ -38,6 +39,8 @@ afterEach(async () => {
 
 async function setup(token = GATEWAY_TOKEN) {
   const clock = new TestClock();
+  const dns = new SimDnsNetwork(clock);
+  dns.add('10.53.0.1', { delayMs: 0 }).zone.set('app.corp.example', { a: ['172.20.7.7'], ttl: 60 });
   const portal = await startDevPortal(parsePortalPolicy(policyJson()), { now: () => clock.wallNow() });
   const lines: Lines[] = [];
   const log = (level: string) => (obj: object, msg: string) =>
@@ -57,6 +60,7 @@ async function setup(token = GATEWAY_TOKEN) {
     udp4: net.open({ family: 4, address: '10.10.0.1', port: 52625 }),
     udp6: undefined,
     jitter: () => 0.5,
+    dns: { nameservers: ['10.53.0.1'], upstream: dns },
   });
   let signal!: (s: string) => void;
   const shutdown = new Promise<string>((r) => {
@@ -64,7 +68,7 @@ async function setup(token = GATEWAY_TOKEN) {
   });
   const exit = mode.run(shutdown);
   running.push({ mode, portal, stop: () => signal('SIGTERM') });
-  return { clock, portal, mode, tun, lines, exit, stop: () => signal('SIGTERM') };
+  return { clock, portal, mode, tun, lines, exit, dns, stop: () => signal('SIGTERM') };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -173,6 +177,23 @@ describe('portal mode against the dev portal', () => {
     const flow = await s.portal.authorizeFlow(IDS.bob, IDS.cidr);
     expect(flow.kind).toBe('legacy');
     expect(s.mode.gateway.supervisedClients()).toEqual([IDS.bob]);
+  });
+
+  it('the legacy flow for a DNS resource resolves the name through the selected nameserver', async () => {
+    const s = await setup();
+    await until(() => s.lines.some((l) => l.msg === 'Applied init'), 'init');
+    await until(() => s.mode.gateway.selectedNameserver() === '10.53.0.1', 'the nameserver selection');
+    const flow = await s.portal.authorizeFlow(IDS.bob, IDS.dns, {
+      domain: { name: 'app.corp.example', proxyIps: ['100.96.0.9'] },
+    });
+    expect(flow.kind).toBe('legacy');
+    expect(s.dns.servers.get('10.53.0.1')!.queries).toEqual(
+      expect.arrayContaining(['app.corp.example/A/udp', 'app.corp.example/AAAA/udp']),
+    );
+    expect(s.lines.some((l) => l.msg === 'Connection accepted (legacy)')).toBe(true);
+    expect(s.mode.gateway.router.natAllowed(IDS.bob as never, IDS.dns as never, 'app.corp.example')).toBe(
+      true,
+    );
   });
 
   it('token_expired from the portal is fatal', async () => {
