@@ -12,6 +12,24 @@ export default defineConfig({
         },
       },
       {
+        // Paths generated from the production machines (xstate/graph), replayed on real actors.
+        test: {
+          name: 'models',
+          include: ['test/models/**/*.test.ts'],
+          environment: 'node',
+          testTimeout: 60_000,
+        },
+      },
+      {
+        // The whole gateway on a simulated network and clock, random event sequences (fast-check).
+        test: {
+          name: 'sim',
+          include: ['test/sim/**/*.test.ts'],
+          environment: 'node',
+          testTimeout: 300_000,
+        },
+      },
+      {
         // Root, network namespaces and real peers (wireguard-go, ...). Files run one at a time:
         // they share the machine's network configuration and its two cores.
         test: {
