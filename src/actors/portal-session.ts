@@ -80,17 +80,33 @@ export function eventOfFrame(text: string): PortalSessionEvent {
 export function portalSocketLogic(open: OpenPortalSocket = openPortalSocket) {
   return fromCallback<PortalSocketCommand, { url: string; userAgent: string }>(
     ({ input, sendBack, receive }) => {
+      // XState runs no cleanup for a callback actor that failed, so a failure closes the socket
+      // here, and a closed-down socket's late events are not passed on (they would tear down the
+      // connection that replaced it).
+      let dead = false;
+      const send = (e: Parameters<typeof sendBack>[0]) => {
+        if (!dead) sendBack(e);
+      };
       const socket = open(input.url, input.userAgent, {
-        open: () => sendBack({ type: 'socket.open' }),
-        text: (text) => sendBack(eventOfFrame(text)),
-        rejected: (status, body) => sendBack({ type: 'socket.rejected', status, body }),
-        closed: (reason) => sendBack({ type: 'socket.closed', reason }),
+        open: () => send({ type: 'socket.open' }),
+        text: (text) => send(eventOfFrame(text)),
+        rejected: (status, body) => send({ type: 'socket.rejected', status, body }),
+        closed: (reason) => send({ type: 'socket.closed', reason }),
       });
       receive((cmd) => {
-        if (cmd.type === 'send') socket.send(cmd.text);
-        else socket.close();
+        try {
+          if (cmd.type === 'send') socket.send(cmd.text);
+          else socket.close();
+        } catch (e) {
+          dead = true;
+          socket.close();
+          throw e;
+        }
       });
-      return () => socket.close();
+      return () => {
+        dead = true;
+        socket.close();
+      };
     },
   );
 }

@@ -151,6 +151,11 @@ export const clientConnectionMachine = setup({
         natGeneration: context.natGeneration + 1,
       });
     }),
+    /** A binding that ended or failed is stopped, so the actor system lets go of it. */
+    stopEndedBinding: enqueueActions(({ event, enqueue }) => {
+      const actorId = (event as { actorId?: string }).actorId;
+      if (actorId) enqueue.stopChild(actorId);
+    }),
     /** A binding ended (idle) or failed: forget it; the next AssignedIps for the name starts a new one. */
     forgetNatBinding: assign({
       natBindings: ({ context, event }) => {
@@ -247,8 +252,8 @@ export const clientConnectionMachine = setup({
     'ice.candidates': { actions: ['addCandidates', 'feedCandidates'] },
     'ice.candidates-invalidated': { actions: ['removeCandidates', 'feedCandidates'] },
     'control.assigned-ips': { actions: 'bindNat' },
-    'xstate.done.actor.*': { actions: 'forgetNatBinding' },
-    'xstate.error.actor.*': { actions: ['forgetNatBinding', 'natBindingFailed'] },
+    'xstate.done.actor.*': { actions: ['forgetNatBinding', 'stopEndedBinding'] },
+    'xstate.error.actor.*': { actions: ['forgetNatBinding', 'natBindingFailed', 'stopEndedBinding'] },
   },
   states: {
     live: {

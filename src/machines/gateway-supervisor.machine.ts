@@ -1,4 +1,4 @@
-import { assign, enqueueActions, setup } from 'xstate';
+import { assign, enqueueActions, sendTo, setup } from 'xstate';
 import type { ClientId } from '../wire/ids.js';
 import type { Grant } from '../wire/policy.js';
 import {
@@ -259,11 +259,13 @@ export const gatewaySupervisorMachine = setup({
       }
       enqueue.assign({ relays: next, generation });
     }),
-    forwardNameservers: enqueueActions(({ event, enqueue, self }) => {
-      if (event.type !== 'nameservers.event') return;
-      // While the selector restarts there is nobody to tell; the new one probes anyway.
-      if (self.getSnapshot().children[NAMESERVERS_ACTOR_ID])
-        enqueue.sendTo(NAMESERVERS_ACTOR_ID, event.event);
+    forwardNameservers: sendTo(NAMESERVERS_ACTOR_ID, ({ event }) =>
+      event.type === 'nameservers.event' ? event.event : { type: 'nameserver.reevaluate' as const },
+    ),
+    /** A child that ended or failed is stopped, so the actor system lets go of it. */
+    stopEnded: enqueueActions(({ event, enqueue }) => {
+      const actorId = (event as { actorId?: string }).actorId;
+      if (actorId) enqueue.stopChild(actorId);
     }),
     forwardRelay: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'relay.event') return;
@@ -352,6 +354,8 @@ export const gatewaySupervisorMachine = setup({
           initial: 'watching',
           states: {
             watching: {
+              // While the selector restarts there is nobody to tell; the new one probes anyway.
+              on: { 'nameservers.event': { actions: 'forwardNameservers' } },
               invoke: {
                 id: NAMESERVERS_ACTOR_ID,
                 src: 'nameserverSelector',
@@ -369,16 +373,15 @@ export const gatewaySupervisorMachine = setup({
         },
       },
       on: {
-        'nameservers.event': { actions: 'forwardNameservers' },
         'policy.apply': { actions: 'reconcile' },
         'client.upsert': { actions: 'upsert' },
         'client.revoke': { actions: 'revoke' },
         'client.event': { actions: 'forward' },
         'relays.update': { actions: 'updateRelays' },
         'relay.event': { actions: 'forwardRelay' },
-        'xstate.done.actor.*': { actions: ['forgetChild', 'forgetRelay'] },
+        'xstate.done.actor.*': { actions: ['forgetChild', 'forgetRelay', 'stopEnded'] },
         'xstate.error.actor.*': {
-          actions: ['cleanupFailedChild', 'recordFailure', 'forgetChild', 'forgetRelay'],
+          actions: ['cleanupFailedChild', 'recordFailure', 'forgetChild', 'forgetRelay', 'stopEnded'],
         },
         'gateway.stop': { target: 'stopping' },
       },

@@ -158,7 +158,8 @@ export const relayAllocationMachine = setup({
         },
       },
       on: {
-        'relay.refreshed': { actions: 'recordLifetime' },
+        // The refresh timer starts again from the answer, with the lifetime the server granted now.
+        'relay.refreshed': { target: 'allocated', reenter: true, actions: 'recordLifetime' },
         // The server deleted the allocation (after a 437 repair, or our own delete): allocate anew.
         'relay.deleted': { target: 'allocating' },
         'relay.poke': { actions: { type: 'command', params: { cmd: 'poke' } } },
