@@ -75,8 +75,8 @@ export function definedTransitions(machine: AnyStateMachine): TransitionKey[] {
         target: t.target && t.target.length > 0 ? t.target.map((x) => x.id).join(', ') : '(stays)',
         guard: guardName(t.guard),
       });
-    for (const ts of n.transitions.values()) ts.forEach((t, i) => add(t, i, false));
-    (n.always ?? []).forEach((t, i) => add(t, i, true));
+    for (const ts of n.transitions.values()) for (const [i, t] of ts.entries()) add(t, i, false);
+    for (const [i, t] of (n.always ?? []).entries()) add(t, i, true);
     for (const c of Object.values(n.states)) visit(c);
   };
   visit(machine.root as unknown as NodeView);
@@ -98,6 +98,8 @@ function takenKey(t: TransitionView): string | undefined {
 /** Records the transitions one actor takes (its children are not counted). */
 export class TransitionRecorder {
   readonly walked = new Set<string>();
+  /** Every transition taken, in order (repeats included): what one step did is `log.slice(before)`. */
+  readonly log: string[] = [];
   root: AnyActorRef | undefined;
 
   readonly inspect = (ev: InspectionEvent): void => {
@@ -105,9 +107,38 @@ export class TransitionRecorder {
     if (this.root && ev.actorRef !== this.root) return;
     for (const t of (ev as unknown as { _transitions: TransitionView[] })._transitions) {
       const k = takenKey(t);
-      if (k) this.walked.add(k);
+      if (k) {
+        this.walked.add(k);
+        this.log.push(k);
+      }
     }
   };
+}
+
+/** The event part of a transition key (`source | event | #i`). */
+export function eventOfKey(key: string): string {
+  return key.split(' | ')[1] ?? '';
+}
+
+/**
+ * Fires timers in deadline order until the actor takes a transition on `eventType` (an
+ * `xstate.after.*` type). For machines where several timers are pending at once and the one the
+ * step names is not the next: the timers due before it fire too (their transitions are real and
+ * recorded). Returns the keys taken meanwhile.
+ */
+export async function advanceUntilTaken(
+  eventType: string,
+  ctx: { clock: TestClock; recorder: TransitionRecorder },
+  maxTimers = 1_000,
+): Promise<string[]> {
+  const from = ctx.recorder.log.length;
+  for (let i = 0; i < maxTimers; i++) {
+    if (!ctx.clock.advanceToNext()) throw new Error(`${eventType}: no timer is pending`);
+    await settle();
+    const taken = ctx.recorder.log.slice(from);
+    if (taken.some((k) => eventOfKey(k) === eventType)) return taken;
+  }
+  throw new Error(`${eventType}: not taken after ${maxTimers} timers`);
 }
 
 /** Promise actors whose outcome the replay decides: `resolve('probeRound', output)`. */
@@ -149,7 +180,8 @@ export type ModelEvent = EventObject & Record<string, unknown>;
 
 export interface ModelPath<TEvent extends EventObject> {
   readonly description: string;
-  readonly steps: readonly { readonly event: TEvent; readonly value: unknown }[];
+  /** `key`: `serializeState` of the graph's state after the step (set by {@link transitionPaths}). */
+  readonly steps: readonly { readonly event: TEvent; readonly value: unknown; readonly key?: string }[];
 }
 
 /**
@@ -169,13 +201,15 @@ export function transitionPaths<M extends AnyStateMachine>(
     serializeState: (s: SnapshotFrom<M>) => opts.serializeState(s),
     ...(opts.input !== undefined ? { input: opts.input } : {}),
   } as never;
-  const shortest = new Map<string, { event: EventObject; value: unknown }[]>();
+  const shortest = new Map<string, { event: EventObject; value: unknown; key: string }[]>();
   for (const p of getShortestPaths(machine, traversal)) {
     shortest.set(
       opts.serializeState(p.state as SnapshotFrom<M>),
-      p.steps
-        .slice(1)
-        .map((s) => ({ event: s.event as EventObject, value: (s.state as { value: unknown }).value })),
+      p.steps.slice(1).map((s) => ({
+        event: s.event as EventObject,
+        value: (s.state as { value: unknown }).value,
+        key: opts.serializeState(s.state as SnapshotFrom<M>),
+      })),
     );
   }
   const edges = adjacencyMapToArray(getAdjacencyMap(machine, traversal)) as {
@@ -192,7 +226,14 @@ export function transitionPaths<M extends AnyStateMachine>(
     seen.add(id);
     const prefix = shortest.get(from);
     if (!prefix) continue;
-    const steps = [...prefix, { event: e.event, value: (e.nextState as { value: unknown }).value }];
+    const steps = [
+      ...prefix,
+      {
+        event: e.event,
+        value: (e.nextState as { value: unknown }).value,
+        key: opts.serializeState(e.nextState),
+      },
+    ];
     paths.push({
       description: `${JSON.stringify((e.state as { value: unknown }).value)} + ${e.event.type} → ${JSON.stringify(
         (e.nextState as { value: unknown }).value,
