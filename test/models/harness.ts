@@ -146,13 +146,18 @@ export class FakeInvokes {
   private readonly pending = new Map<string, { resolve(v: unknown): void; reject(e: unknown): void }>();
   readonly started: { id: string; input: unknown }[] = [];
 
-  /** A promise actor logic that waits for the replay to settle it. */
-  logic<T, I>() {
+  /**
+   * A promise actor logic that waits for the replay to settle it, registered under its actor id,
+   * or under `key(input, id)` when several actors invoke it under the same id (the invokes of
+   * spawned children, say: `logic((input) => \`resolve:${input.domain}\`)`).
+   */
+  logic<T, I>(key?: (input: I, id: string) => string) {
     return fromPromise<T, I>(
       ({ input, self }) =>
         new Promise<T>((resolve, reject) => {
-          this.started.push({ id: self.id, input });
-          this.pending.set(self.id, { resolve: resolve as (v: unknown) => void, reject });
+          const id = key ? key(input, self.id) : self.id;
+          this.started.push({ id, input });
+          this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
         }),
     );
   }
