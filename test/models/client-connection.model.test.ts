@@ -12,12 +12,10 @@ import type { ClientId, ResourceId } from '../../src/wire/ids.js';
 import type { Grant } from '../../src/wire/policy.js';
 import {
   applyStep,
-  coverageOf,
-  describeMissing,
   FakeInvokes,
+  gateCoverage,
   type ModelEvent,
   type ModelPath,
-  reportCoverage,
   settle,
   TestClock,
   TransitionRecorder,
@@ -557,8 +555,6 @@ describe('model: client connection', () => {
   });
 
   afterAll(() => {
-    const c = coverageOf('client-connection', clientConnectionMachine, walked, PATH_COUNT);
-    reportCoverage(c);
-    if (c.missing.length > 0) throw new Error(describeMissing(c));
+    gateCoverage('client-connection', clientConnectionMachine, walked, PATH_COUNT);
   });
 });

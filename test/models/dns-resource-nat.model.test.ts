@@ -10,11 +10,9 @@ import {
 import type { ClientId, ResourceId } from '../../src/wire/ids.js';
 import {
   applyStep,
-  coverageOf,
-  describeMissing,
   FakeInvokes,
+  gateCoverage,
   type ModelEvent,
-  reportCoverage,
   settle,
   TestClock,
   TransitionRecorder,
@@ -209,8 +207,6 @@ describe('model: DNS-resource NAT binding', () => {
   });
 
   afterAll(() => {
-    const c = coverageOf('dns-resource-nat', dnsResourceNatMachine, walked, paths.length);
-    reportCoverage(c);
-    if (c.missing.length > 0) throw new Error(describeMissing(c));
+    gateCoverage('dns-resource-nat', dnsResourceNatMachine, walked, paths.length);
   });
 });

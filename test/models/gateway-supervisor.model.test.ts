@@ -19,12 +19,10 @@ import type { ClientId, ResourceId } from '../../src/wire/ids.js';
 import type { Grant } from '../../src/wire/policy.js';
 import {
   applyStep,
-  coverageOf,
-  describeMissing,
   eventOfKey,
   FakeInvokes,
+  gateCoverage,
   type ModelEvent,
-  reportCoverage,
   settle,
   TestClock,
   TransitionRecorder,
@@ -693,8 +691,6 @@ describe('model: gateway supervisor', () => {
   }
 
   afterAll(() => {
-    const c = coverageOf('gateway-supervisor', gatewaySupervisorMachine, walked, paths.length);
-    reportCoverage(c);
-    if (c.missing.length > 0) throw new Error(describeMissing(c));
+    gateCoverage('gateway-supervisor', gatewaySupervisorMachine, walked, paths.length);
   });
 });

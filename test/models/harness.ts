@@ -298,6 +298,21 @@ export function reportCoverage(c: MachineCoverage): void {
   writeFileSync(join(dir, `${c.machine}.json`), `${JSON.stringify(c, null, 2)}\n`);
 }
 
+/**
+ * The coverage gate (run it in `afterAll`): reports the coverage for the table and throws,
+ * naming each transition of `machine` that no path walked.
+ */
+export function gateCoverage(
+  name: string,
+  machine: AnyStateMachine,
+  walked: ReadonlySet<string>,
+  paths: number,
+): void {
+  const c = coverageOf(name, machine, walked, paths);
+  reportCoverage(c);
+  if (c.missing.length > 0) throw new Error(describeMissing(c));
+}
+
 /** A message naming every transition no path walked. */
 export function describeMissing(c: MachineCoverage): string {
   return [

@@ -8,11 +8,9 @@ import {
 } from '../../src/machines/nameserver-selector.machine.js';
 import {
   applyStep,
-  coverageOf,
-  describeMissing,
   FakeInvokes,
+  gateCoverage,
   type ModelEvent,
-  reportCoverage,
   settle,
   TestClock,
   TransitionRecorder,
@@ -119,8 +117,6 @@ describe('model: nameserver selector', () => {
   }
 
   afterAll(() => {
-    const c = coverageOf('nameserver-selector', nameserverSelectorMachine, walked, paths.length);
-    reportCoverage(c);
-    if (c.missing.length > 0) throw new Error(describeMissing(c));
+    gateCoverage('nameserver-selector', nameserverSelectorMachine, walked, paths.length);
   });
 });

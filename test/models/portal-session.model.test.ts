@@ -19,12 +19,10 @@ import { encodeFrame } from '../../src/wire/phoenix/frame.js';
 import type { PortalError, PortalMessage } from '../../src/wire/portal/types.js';
 import {
   applyStep,
-  coverageOf,
   definedTransitions,
-  describeMissing,
   FakeInvokes,
+  gateCoverage,
   type ModelEvent,
-  reportCoverage,
   settle,
   TestClock,
   TransitionRecorder,
@@ -742,8 +740,6 @@ describe('model: portal session', () => {
   });
 
   afterAll(() => {
-    const c = coverageOf('portal-session', portalSessionMachine, walked, paths.length);
-    reportCoverage(c);
-    if (c.missing.length > 0) throw new Error(describeMissing(c));
+    gateCoverage('portal-session', portalSessionMachine, walked, paths.length);
   });
 });

@@ -11,12 +11,10 @@ import {
 import {
   advanceUntilTaken,
   applyStep,
-  coverageOf,
-  describeMissing,
   eventOfKey,
   FakeInvokes,
+  gateCoverage,
   type ModelEvent,
-  reportCoverage,
   settle,
   TestClock,
   TransitionRecorder,
@@ -250,8 +248,6 @@ describe('model: relay allocation', () => {
   }
 
   afterAll(() => {
-    const c = coverageOf('relay-allocation', relayAllocationMachine, walked, paths.length);
-    reportCoverage(c);
-    if (c.missing.length > 0) throw new Error(describeMissing(c));
+    gateCoverage('relay-allocation', relayAllocationMachine, walked, paths.length);
   });
 });
