@@ -14,6 +14,8 @@ interface Coverage {
   missing: { source: string; event: string; target: string; guard: string }[];
 }
 
+const say = (line: string) => process.stdout.write(`${line}\n`);
+
 const EXPECTED = [
   'portal-session',
   'client-connection',
@@ -49,10 +51,10 @@ for (const name of EXPECTED) {
 }
 const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
 for (const [i, r] of rows.entries()) {
-  console.log(r.map((cell, j) => (j === 0 ? cell.padEnd(widths[j]!) : cell.padStart(widths[j]!))).join('  '));
-  if (i === 0) console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  say(r.map((cell, j) => (j === 0 ? cell.padEnd(widths[j]!) : cell.padStart(widths[j]!))).join('  '));
+  if (i === 0) say(widths.map((w) => '-'.repeat(w)).join('  '));
 }
 for (const c of reports.values())
-  for (const m of c.missing) console.log(`not walked: ${c.machine}: ${m.source} --${m.event}--> ${m.target}`);
-console.log(ok ? 'model coverage: every transition of every machine walked' : 'model coverage: INCOMPLETE');
+  for (const m of c.missing) say(`not walked: ${c.machine}: ${m.source} --${m.event}--> ${m.target}`);
+say(ok ? 'model coverage: every transition of every machine walked' : 'model coverage: INCOMPLETE');
 process.exit(ok ? 0 : 1);
