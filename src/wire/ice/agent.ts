@@ -121,6 +121,8 @@ interface Pair {
   nextAt: number;
   /** Controlled: the client sent USE-CANDIDATE on it; controlling: our USE-CANDIDATE check succeeded. */
   nominated: boolean;
+  /** When it was last nominated (it wasn't before): a tie in priority goes to the newer pair. */
+  nominatedAt: number;
   /** Controlling: our checks on this pair carry USE-CANDIDATE. */
   useCandidate: boolean;
 }
@@ -308,6 +310,7 @@ export class IceAgent {
       lastAttemptAt: now,
       nextAt: now,
       nominated: false,
+      nominatedAt: Number.NEGATIVE_INFINITY,
       useCandidate: false,
     };
     this.pairs.push(p);
@@ -410,7 +413,7 @@ export class IceAgent {
       }
       // Triggered check: answer their check with ours at once unless the pair works already.
       if (p.state !== 'succeeded') p.nextAt = Math.min(p.nextAt, now);
-      if (!this.controlling && attribute(msg, ATTR_USE_CANDIDATE) !== undefined) p.nominated = true;
+      if (!this.controlling && attribute(msg, ATTR_USE_CANDIDATE) !== undefined) this.nominate(p, now);
     }
     this.evaluate();
     return true;
@@ -430,7 +433,7 @@ export class IceAgent {
     p.unanswered = 0;
     p.state = 'succeeded';
     p.nextAt = now + this.timing.maxRtoMs;
-    if (this.controlling && p.useCandidate) p.nominated = true;
+    if (this.controlling && p.useCandidate) this.nominate(p, now);
     if (this.controlling) this.renominate(now);
     this.evaluate();
     return true;
@@ -460,11 +463,24 @@ export class IceAgent {
     best.nextAt = now;
   }
 
-  /** Picks the highest nominated pair to send on and reports changes. */
+  private nominate(p: Pair, now: number): void {
+    if (p.nominated) return;
+    p.nominated = true;
+    p.nominatedAt = now;
+  }
+
+  /**
+   * Picks the highest nominated pair to send on and reports changes. Between pairs of equal
+   * priority the one nominated last wins: a client that moved (same kind of candidate, new
+   * address) nominates its new pair, and the old one would otherwise hold on until it times out.
+   */
   private evaluate(): void {
     let best: Pair | undefined;
-    for (const p of this.pairs)
-      if (p.nominated && p.state !== 'failed' && (!best || this.comparePairs(p, best) > 0)) best = p;
+    for (const p of this.pairs) {
+      if (!p.nominated || p.state === 'failed') continue;
+      const cmp = best ? this.comparePairs(p, best) : 1;
+      if (cmp > 0 || (cmp === 0 && p.nominatedAt > best!.nominatedAt)) best = p;
+    }
     if (best !== this.selectedPair) {
       this.selectedPair = best;
       if (best) this.events.push({ type: 'selected', local: best.local, remote: best.remote.addr });

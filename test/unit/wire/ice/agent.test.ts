@@ -184,6 +184,59 @@ describe('ICE agent: checks and nomination (spec/snownet.md §2.7–§2.8)', () 
   });
 });
 
+describe('ICE agent: a client that moves', () => {
+  it('selects the new pair as soon as the client nominates it, though its priority ties with the old one', () => {
+    const w = world();
+    w.runUntil(2_000);
+    expect(w.gateway.selected!.remote).toEqual(CLIENT_HOST);
+    // The client's host moves (same kind of candidate, same port, new address): the old one is gone.
+    w.kill();
+    const moved = addr('10.0.0.3', 5000);
+    const client2 = new IceAgent({
+      controlling: true,
+      local: CLIENT_ICE,
+      remote: GATEWAY_ICE,
+      random: seededRandom(9),
+    });
+    const c2 = client2.addLocalCandidate(
+      { kind: 'host', addr: moved, base: moved, via: { kind: 'direct' } },
+      w.now(),
+    )!;
+    client2.addRemoteCandidate(formatCandidate(w.candidates.gh), w.now());
+    w.gateway.addRemoteCandidate(formatCandidate(c2), w.now());
+    let now = w.now();
+    const pump = () => {
+      for (let round = 0; round < 20; round++) {
+        let n = 0;
+        for (let t = client2.pollTransmit(); t; t = client2.pollTransmit()) {
+          n++;
+          const m = decodeStun(t.bytes);
+          if (m.ok && key(t.to) === key(GATEWAY_HOST))
+            w.gateway.handleStun(m.value, { kind: 'direct' }, moved, now);
+        }
+        for (let t = w.gateway.pollTransmit(); t; t = w.gateway.pollTransmit()) {
+          n++;
+          const m = decodeStun(t.bytes);
+          if (m.ok && key(t.to) === key(moved) && t.via.kind === 'direct')
+            client2.handleStun(m.value, { kind: 'direct' }, GATEWAY_HOST, now);
+        }
+        if (n === 0) return;
+      }
+    };
+    const start = now;
+    pump();
+    while (!(w.gateway.selected && key(w.gateway.selected.remote) === key(moved)) && now - start < 20_000) {
+      now = Math.min(client2.pollTimeout(), w.gateway.pollTimeout(), now + 100);
+      client2.handleTimeout(now);
+      w.gateway.handleTimeout(now);
+      pump();
+    }
+    expect(w.gateway.selected!.remote).toEqual(moved);
+    // At once, not after the old pair's 15 s give-up.
+    expect(now - start).toBeLessThan(1_000);
+  });
+});
+
 describe('ICE agent: failure and timing (§2.7, §2.9)', () => {
   it('a dead path is given up 15.25 s after its last answer with the default timing', () => {
     const w = world();
