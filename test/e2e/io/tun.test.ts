@@ -246,6 +246,21 @@ describe.runIf(rootAvailable('TUN device e2e tests'))('TUN device in a network n
     const v4 = await dgramIn(ns, 4);
     const v6 = await dgramIn(ns, 6);
     sockets.push(v4.socket, v6.socket);
+    // The kernel finishes setting up an IPv6 address in the background (DAD is skipped on a
+    // point-to-point device, but only once its work item runs): packets to a tentative address
+    // are dropped, so wait until it is usable.
+    await waitFor('the IPv6 address to be usable', () =>
+      ipJson<{ addr_info?: { local?: string; tentative?: boolean }[] }[]>(
+        ns,
+        '-6',
+        'addr',
+        'show',
+        'dev',
+        TUN,
+      )
+        .flatMap((l) => l.addr_info ?? [])
+        .some((a) => a.local === GATEWAY6 && a.tentative !== true),
+    );
     const one = buildPacket({
       src: parseIp(CLIENT4)!,
       dst: parseIp(GATEWAY4)!,
@@ -273,7 +288,13 @@ describe.runIf(rootAvailable('TUN device e2e tests'))('TUN device in a network n
     await waitFor(
       'one IPv4 and three IPv6 datagrams',
       () => v4.received.length === 1 && v6.received.length === 3,
-    );
+    ).catch((e: Error) => {
+      throw new Error(
+        `${e.message}: got ${v4.received.length} IPv4 and ${v6.received.length} IPv6; TUN stats ${JSON.stringify(
+          tun!.stats,
+        )}; ${ns.ip('-6', 'addr', 'show', 'dev', TUN).trim()}`,
+      );
+    });
     expect(v4.received[0]).toMatchObject({ address: CLIENT4, port: 5000 });
     expect(new Uint8Array(v4.received[0]!.data)).toEqual(randomBytes(1252, 4));
     expect(v6.received.map((d) => [d.address, d.port, d.data.length])).toEqual([
