@@ -1,6 +1,7 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { DnsTransport } from '../actors/dns.js';
+import { DNS_MAX_MESSAGE_BYTES, frameForTcp } from '../wire/dns/message.js';
 import { TUN_DNS_PORT } from '../wire/policy.js';
 
 /**
@@ -163,14 +164,11 @@ export class DnsListener {
         (answer) => {
           busy = false;
           if (sock.destroyed) return;
-          if (!answer || answer.length > 65_535) {
+          if (!answer || answer.length > DNS_MAX_MESSAGE_BYTES) {
             sock.destroy();
             return;
           }
-          const framed = Buffer.alloc(2 + answer.length);
-          framed.writeUInt16BE(answer.length, 0);
-          framed.set(answer, 2);
-          sock.write(framed);
+          sock.write(frameForTcp(answer));
           next();
         },
         (e: unknown) => {
@@ -182,7 +180,7 @@ export class DnsListener {
     sock.on('data', (d: Buffer) => {
       buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
       // A client that streams without waiting gets at most one message of backlog buffered.
-      if (buf.length > 2 * (2 + 65_535)) {
+      if (buf.length > 2 * (2 + DNS_MAX_MESSAGE_BYTES)) {
         sock.destroy();
         return;
       }

@@ -1,11 +1,9 @@
 import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
 import type { DnsTransport, DnsUpstream, DnsUpstreamError } from '../actors/dns.js';
+import { DNS_MAX_MESSAGE_BYTES, frameForTcp } from '../wire/dns/message.js';
 import { formatIp } from '../wire/ip/address.js';
 import { err, ok, type Result } from '../wire/result.js';
-
-/** Largest DNS message over TCP (2-byte length prefix). */
-const MAX_TCP_MESSAGE = 65_535;
 
 /** Socket errors that mean "nobody there": the nameserver counts as not answering. */
 const UNREACHABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'EHOSTDOWN']);
@@ -73,7 +71,7 @@ function exchangeTcp(
   signal: AbortSignal,
 ): Promise<Result<Uint8Array, DnsUpstreamError>> {
   return new Promise((resolve) => {
-    if (query.length > MAX_TCP_MESSAGE) {
+    if (query.length > DNS_MAX_MESSAGE_BYTES) {
       resolve(err({ code: 'too-large', message: `query of ${query.length} bytes` }));
       return;
     }
@@ -94,12 +92,7 @@ function exchangeTcp(
     const onAbort = () => finish(err({ code: 'timeout', message: 'aborted' }));
     signal.addEventListener('abort', onAbort);
     sock.on('error', (e) => finish(err(failure(e))));
-    sock.on('connect', () => {
-      const framed = Buffer.alloc(2 + query.length);
-      framed.writeUInt16BE(query.length, 0);
-      framed.set(query, 2);
-      sock.write(framed);
-    });
+    sock.on('connect', () => sock.write(frameForTcp(query)));
     sock.on('data', (d: Buffer) => {
       buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
       if (buf.length < 2) return;

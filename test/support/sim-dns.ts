@@ -67,19 +67,16 @@ export class SimDnsNetwork implements DnsUpstream {
       if (s.state === 'silent') return;
       // Delay 0: at once, for tests whose clock does not run.
       if (s.delayMs === 0) {
-        queueMicrotask(() => resolve({ ok: true, value: answer(s, q, transport) }));
+        queueMicrotask(() => resolve({ ok: true, value: answer(s, q) }));
         return;
       }
-      const timer = this.clock.setTimeout(
-        () => resolve({ ok: true, value: answer(s, q, transport) }),
-        s.delayMs,
-      );
+      const timer = this.clock.setTimeout(() => resolve({ ok: true, value: answer(s, q) }), s.delayMs);
       signal.addEventListener('abort', () => this.clock.clearTimeout(timer));
     });
   }
 }
 
-function answer(s: SimNameserver, q: dnsPacket.Packet, transport: DnsTransport): Uint8Array {
+function answer(s: SimNameserver, q: dnsPacket.Packet): Uint8Array {
   const question = q.questions![0]!;
   const name = question.name.toLowerCase();
   const rec = s.zone.get(name);
@@ -137,7 +134,6 @@ function answer(s: SimNameserver, q: dnsPacket.Packet, transport: DnsTransport):
     answers,
     authorities,
   });
-  void transport;
   return new Uint8Array(bytes);
 }
 

@@ -1,8 +1,8 @@
 import dnsPacket from 'dns-packet';
 import { domainMatches } from '../../router/router.js';
+import { buildErrorReply, buildFormerr, DNS_RCODE, parseDnsQuery } from '../../wire/dns/message.js';
 import { parseUuid, type ResourceId } from '../../wire/ids.js';
 import { formatIp } from '../../wire/ip/address.js';
-import { IPPROTO_RESERVED_255, IPV6_HEADER_BYTES } from '../../wire/ip/constants.js';
 import { IpPacket } from '../../wire/ip/packet.js';
 import { type DomainStatus, decodeP2pControl, encodeP2pControl } from '../../wire/p2p/control.js';
 import { PROXY_RANGE_V4, PROXY_RANGE_V6, prefixContains } from '../../wire/policy.js';
@@ -37,9 +37,9 @@ export const PROXY_ANSWER_TTL_S = 1;
 /** The gateway's in-tunnel DNS port (§1). */
 export const GATEWAY_DNS_PORT = 53535;
 
-export const RCODE_FORMERR = 1;
-export const RCODE_SERVFAIL = 2;
-export const RCODE_REFUSED = 5;
+export const RCODE_FORMERR = DNS_RCODE.FORMERR;
+export const RCODE_SERVFAIL = DNS_RCODE.SERVFAIL;
+export const RCODE_REFUSED = DNS_RCODE.REFUSED;
 
 /** A DNS resource of the client's `init`: its id and its name pattern (`*.svc.test`). */
 export interface DnsResource {
@@ -174,36 +174,14 @@ export function classifyQuery(query: Uint8Array, resources: readonly DnsResource
   return { kind: 'forward', resource: r.id, domain, qtype: question.type };
 }
 
-/** Offset just past a (possibly compressed) name at `off`, or -1. */
-function skipName(b: Uint8Array, off: number): number {
-  for (let i = off; i < b.length; ) {
-    const len = b[i]!;
-    if (len === 0) return i + 1;
-    if ((len & 0xc0) === 0xc0) return i + 2 <= b.length ? i + 2 : -1;
-    if ((len & 0xc0) !== 0) return -1;
-    i += 1 + len;
-  }
-  return -1;
-}
-
 /**
- * A header-only reply to `query` with `rcode`: same ID, QR and RA set, opcode and RD copied, the
- * first question echoed byte for byte when there is exactly one, no records. `undefined` when the
- * query is shorter than a DNS header.
+ * A reply to `query` with `rcode` and no records, the question echoed (the gateway's own DNS
+ * helpers); FORMERR without a question when the query does not parse; `undefined` when there is
+ * not even a header.
  */
 export function errorReply(query: Uint8Array, rcode: number): Uint8Array | undefined {
-  if (query.length < 12) return undefined;
-  const qd = (query[4]! << 8) | query[5]!;
-  const end = qd === 1 ? skipName(query, 12) : -1;
-  const qEnd = end >= 0 && end + 4 <= query.length ? end + 4 : 12;
-  const out = new Uint8Array(qEnd);
-  out.set(query.subarray(0, qEnd));
-  out[2] = 0x80 | (query[2]! & 0x79); // QR, opcode, RD
-  out[3] = 0x80 | (rcode & 0x0f); // RA, rcode
-  out[4] = 0;
-  out[5] = qEnd > 12 ? 1 : 0;
-  out.fill(0, 6, 12);
-  return out;
+  const q = parseDnsQuery(query);
+  return q.ok ? buildErrorReply(q.value, rcode) : buildFormerr(query);
 }
 
 /**
@@ -256,12 +234,10 @@ export function proxyAnswer(
   return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-/** True for a `::` → `::` next-header-255 IPv6 packet (a p2p control event), cheaply. */
+/** Whether a decrypted packet is a p2p control event (IPv6 `::` → `::`, next header 255). */
 export function looksLikeControl(packet: Uint8Array): boolean {
-  if (packet.length < IPV6_HEADER_BYTES || packet[0]! >> 4 !== 6 || packet[6] !== IPPROTO_RESERVED_255)
-    return false;
-  for (let i = 8; i < IPV6_HEADER_BYTES; i++) if (packet[i] !== 0) return false;
-  return true;
+  const p = IpPacket.parse(packet);
+  return p.ok && p.value.isP2pControl;
 }
 
 export type DnsStubOutput<A> =
@@ -378,9 +354,8 @@ export class DnsStub<A> {
    * TUN device), false for an ordinary IP packet.
    */
   handleTunnelPacket(packet: Uint8Array, _now: number): boolean {
-    if (!looksLikeControl(packet)) return false;
     const p = IpPacket.parse(packet);
-    if (!p.ok) return true;
+    if (!p.ok || !p.value.isP2pControl) return false;
     const e = decodeP2pControl(p.value);
     if (!e.ok || e.value.type !== 'domain-status') return true;
     const { resource, status } = e.value;

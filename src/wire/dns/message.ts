@@ -374,17 +374,30 @@ function responseHeader(out: Uint8Array, id: number, queryFlags: number, rcode: 
  * the query, RCODE 2, the question echoed, no records (no OPT either), RA clear.
  */
 export function buildServfail(q: DnsQuery): Uint8Array {
+  return buildErrorReply(q, DNS_RCODE.SERVFAIL);
+}
+
+/** A reply to `q` with `rcode` and no records, built as {@link buildServfail} describes. */
+export function buildErrorReply(q: DnsQuery, rcode: number): Uint8Array {
   const name = encodeName(q.question.name);
   // A question from parseDnsQuery always encodes; one built by hand may not, and then the reply
   // goes without a question rather than with a wrong one.
   const out = new Uint8Array(DNS_HEADER_BYTES + (name ? name.length + 4 : 0));
-  responseHeader(out, q.id & 0xffff, ((q.opcode & 0xf) << 11) | (q.rd ? FLAG_RD : 0), DNS_RCODE.SERVFAIL);
+  responseHeader(out, q.id & 0xffff, ((q.opcode & 0xf) << 11) | (q.rd ? FLAG_RD : 0), rcode & 0xf);
   if (name) {
     writeU16(out, 4, 1);
     out.set(name, DNS_HEADER_BYTES);
     writeU16(out, DNS_HEADER_BYTES + name.length, q.question.type & 0xffff);
     writeU16(out, DNS_HEADER_BYTES + name.length + 2, q.question.class & 0xffff);
   }
+  return out;
+}
+
+/** `msg` framed for TCP: its length as a big-endian u16, then the message (RFC 1035 §4.2.2). */
+export function frameForTcp(msg: Uint8Array): Uint8Array {
+  const out = new Uint8Array(2 + msg.length);
+  writeU16(out, 0, msg.length);
+  out.set(msg, 2);
   return out;
 }
 
